@@ -1,0 +1,30 @@
+# The two entry points of the README. Each installs what it needs itself,
+# idempotently: Debian packages (we are root on the lab's VMs and in CI) and
+# a project virtualenv in .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fairbig-installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: demo test unit lint install clean
+
+$(STAMP): pyproject.toml scripts/bootstrap
+	@scripts/bootstrap $(VENV)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@examples/ukb-mini/run
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check fairbig tests benchmarks examples workflows
+
+test: lint
+	@$(PY) -m pytest -q $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	@$(PY) -m pytest -q -m "not slurm and not htcondor and not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,38 @@
+"""One place where external commands run, so failures always carry context."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import CommandError
+
+
+def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | str | None = None,
+        input: str | bytes | None = None, env: Mapping[str, str] | None = None,
+        check: bool = True, text: bool = True, hint: str = "") -> subprocess.CompletedProcess:
+    """Run ``cmd`` capturing output; raise :class:`CommandError` on failure when ``check``."""
+    args = [os.fspath(c) for c in cmd]
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        proc = subprocess.run(args, cwd=cwd, input=input, env=full_env, capture_output=True,
+                              text=text, check=False)
+    except FileNotFoundError as exc:
+        raise CommandError(args, 127, f"{args[0]}: command not found",
+                           hint or f"install {args[0]} or put it on PATH") from exc
+    if check and proc.returncode != 0:
+        stderr = proc.stderr if text else proc.stderr.decode(errors="replace")
+        raise CommandError(args, proc.returncode, stderr or (proc.stdout or ""), hint)
+    return proc
+
+
+def git(git_dir: Path | str, *args: str, input: str | bytes | None = None,
+        check: bool = True, text: bool = True) -> subprocess.CompletedProcess:
+    """Run git against a repository directory (bare or the ``.git`` of a work tree)."""
+    return run(["git", f"--git-dir={os.fspath(git_dir)}", *args], input=input,
+               check=check, text=text)
