@@ -1,0 +1,119 @@
+"""``fairbig check``: everything a job will need, verified before any job runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+
+from . import gpg
+from .dataset import Analysis
+from .errors import FairbigError
+from .proc import run
+
+GIT_ANNEX_PIN = "10.20261026"
+RUNTIMES = ("apptainer", "singularity", "bwrap", "podman")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _tools(_: Analysis) -> str:
+    annex = run(["git", "annex", "version", "--raw"], check=False,
+                hint="install fairbig into a venv and put its bin/ on PATH").stdout.strip()
+    if not annex.startswith(GIT_ANNEX_PIN):
+        raise FairbigError(f"git-annex {annex or 'missing'}, fairbig needs {GIT_ANNEX_PIN}",
+                           "pip install git-annex==" + GIT_ANNEX_PIN)
+    missing = [t for t in ("git", "flock", "gpg") if not shutil.which(t)]
+    if missing:
+        raise FairbigError(f"missing tools: {', '.join(missing)}", "install them")
+    return (f"git-annex {annex}, datalad {version('datalad')}, "
+            f"datalad-container {version('datalad-container')}")
+
+
+def _runtime(_: Analysis) -> str:
+    found = [r for r in RUNTIMES if shutil.which(r)]
+    if not found:
+        raise FairbigError("no container runtime found",
+                           "install apptainer (clusters) or bubblewrap (apt-get install "
+                           "bubblewrap)")
+    return ", ".join(found)
+
+
+def _config(a: Analysis) -> str:
+    cfg = a.config
+    return f"backend {cfg.backend.name}, container {cfg.container}"
+
+
+def _input_store(a: Analysis) -> str:
+    path = a.input_store.dataset_dir(a.dataset_id)
+    run(["git", "--git-dir", str(path), "rev-parse", "HEAD"],
+        hint="publish the dataset with 'datalad push --to input'")
+    return str(path)
+
+
+def _output_store(a: Analysis) -> str:
+    path = a.output_git
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".fairbig-probe-"):
+        pass
+    if not os.access(a.output_store.root, os.W_OK):
+        raise FairbigError(f"cannot create the push lock in {a.output_store.root}",
+                           "make the store root writable for job users")
+    return f"{path} (writable)"
+
+
+def _container(a: Analysis) -> str:
+    import datalad.api as dapi
+
+    from . import dl
+
+    name = a.config.container
+    ds_rel, _, cname = name.rpartition("/")
+    ds = a.root / ds_rel if ds_rel else a.root
+    fmt = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
+               f"datalad.containers.{cname}.cmdexec"], check=False).stdout.strip()
+    img = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
+               f"datalad.containers.{cname}.image"], check=False).stdout.strip()
+    if not fmt or not img:
+        raise FairbigError(f"container '{name}' is not configured",
+                           "check 'container' in fairbig.yaml against 'datalad containers-list'")
+    dl.call(dapi.get, path=str(ds / img), dataset=str(a.root))
+    cmd = fmt.format(img=os.path.join(ds_rel, img), cmd="sh -c 'exit 0'", img_dspath=ds_rel or ".",
+                     img_dirpath=os.path.dirname(os.path.join(ds_rel, img)) or ".")
+    run(["sh", "-c", cmd], cwd=a.root, hint="the container does not run; check the runtime")
+    return f"'{name}' runs ({cmd.split(' ')[1]})"
+
+
+def _keys(a: Analysis) -> str:
+    notes = []
+    for key in a.config.encryption.keys:
+        info = gpg.key_info(key)
+        gpg.check_encrypt(info.fingerprint)
+        if info.has_secret:
+            gpg.check_roundtrip(info.fingerprint)
+        notes.append(f"{info.fingerprint[-16:]} encrypts"
+                     + (", decrypts" if info.has_secret else " (no secret key here: results"
+                        " cannot be read on this machine)"))
+    return "; ".join(notes)
+
+
+CHECKS: list[tuple[str, Callable[[Analysis], str]]] = [
+    ("tools", _tools), ("config", _config), ("container runtime", _runtime),
+    ("input store", _input_store), ("output store", _output_store),
+    ("encryption key", _keys), ("container", _container),
+]
+
+
+def run_checks(a: Analysis) -> Iterator[CheckResult]:
+    for name, fn in CHECKS:
+        try:
+            yield CheckResult(name, True, fn(a))
+        except FairbigError as exc:
+            yield CheckResult(name, False, str(exc))

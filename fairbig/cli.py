@@ -1,0 +1,140 @@
+"""The ``fairbig`` command line: thin wrappers around the modules that do the work."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from . import __version__, dl, ui
+from .dataset import Analysis
+from .errors import FairbigError
+
+
+def _venv_on_path() -> None:
+    """Jobs and datalad need the git-annex that ships with fairbig's venv."""
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def example(text: str) -> str:
+    return f"\n\n\b\nExample:\n  {text}"
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def analysis_of(ctx: click.Context) -> Analysis:
+    return Analysis.find(ctx.obj.get("dir"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             help="Reproducible per-subject processing of huge DataLad datasets."
+             + example("fairbig init analysis --input ria+file:///data/store#~ukb ..."))
+@click.version_option(__version__)
+@click.option("-C", "directory", type=click.Path(path_type=Path), default=None,
+              help="analysis dataset (default: the current directory)")
+@click.option("--debug", is_flag=True, help="show tracebacks of errors")
+@click.pass_context
+def cli(ctx: click.Context, directory: Path | None, debug: bool) -> None:
+    ctx.ensure_object(dict)
+    ctx.obj["dir"] = directory
+    ctx.obj["debug"] = debug
+
+
+@cli.command(help="Create the analysis dataset, the input store and the encrypted output store."
+             + example("fairbig init analysis --input ria+file:///data/in#~ukb "
+                       "--container img.tar --command 'sh code/run.sh {input_dir} "
+                       "{output_dir}' --input-store /data/in --output-store /data/out "
+                       "--encrypt-to 0xFPR"))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--input", "source", required=True, help="input DataLad dataset (path or URL)")
+@click.option("--container", required=True, type=click.Path(path_type=Path),
+              help="container image (rootfs tarball)")
+@click.option("--container-name", default="", help="name to register it under")
+@click.option("--command", required=True,
+              help="pipeline call; placeholders {subject} {session} {job} {input_dir} "
+              "{output_dir}")
+@click.option("--input-store", required=True, help="RIA store jobs clone from")
+@click.option("--output-store", required=True, help="RIA store results go to (encrypted)")
+@click.option("--encrypt-to", "keys", multiple=True, required=True,
+              help="lab GPG key fingerprint (repeat for several)")
+@click.option("--code", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="file or folder to copy into code/ (repeatable)")
+@click.option("--layout", type=click.Choice(["auto", "ukb", "bids"]), default="auto")
+@click.option("--by", type=click.Choice(["subject", "session"]), default="subject")
+@click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default="local")
+@json_option
+def init(target: Path, source: str, container: Path, container_name: str, command: str,
+         input_store: str, output_store: str, keys: tuple[str, ...], code: tuple[Path, ...],
+         layout: str, by: str, backend: str, as_json: bool) -> None:
+    from .init import InitOptions
+    from .init import init as do_init
+
+    res = do_init(InitOptions(target, source, str(container), command, input_store,
+                              output_store, list(keys), container_name, list(code), layout,
+                              by, backend), step=ui.step)
+    if as_json:
+        ui.emit_json(asdict(res))
+        return
+    ui.say(f"analysis dataset: {res.path} (id {res.dataset_id})")
+    ui.say(f"input store:      {res.input_store}")
+    ui.say(f"output store:     {res.output_store} (annexed content encrypted to "
+           f"{', '.join(k[-16:] for k in res.keys)})")
+    ui.say(f"container:        {res.container}")
+    ui.say(res.plaintext_note)
+    ui.say("next: fairbig -C " + str(res.path) + " check")
+
+
+@cli.command(help="Verify tools, stores, container and encryption key before submitting."
+             + example("fairbig check --json"))
+@json_option
+@click.pass_context
+def check(ctx: click.Context, as_json: bool) -> None:
+    from .check import run_checks
+
+    results = list(run_checks(analysis_of(ctx)))
+    if as_json:
+        ui.emit_json([asdict(r) for r in results])
+    else:
+        for r in results:
+            ui.say(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
+    if not all(r.ok for r in results):
+        ctx.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _venv_on_path()
+    dl.quiet()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="fairbig", standalone_mode=False)
+    except FairbigError as exc:
+        if debug:
+            raise
+        click.echo(f"fairbig: error: {exc}", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("fairbig: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("fairbig: interrupted", err=True)
+        return 130
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,67 @@
+"""The analysis dataset as fairbig sees it: its root, config, id and work area."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from . import config as cfgmod
+from .errors import FairbigError
+from .proc import run
+from .stores import RiaStore, parse_store
+
+WORK = Path(".fairbig") / "work"
+
+
+@dataclass
+class Analysis:
+    root: Path
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> Analysis:
+        here = (start or Path.cwd()).resolve()
+        for d in (here, *here.parents):
+            if (d / cfgmod.CONFIG_NAME).exists() and (d / ".datalad").exists():
+                return cls(d)
+        raise FairbigError(f"no analysis dataset at or above {here}",
+                           "cd into one, pass -C DIR, or create one with 'fairbig init'")
+
+    @cached_property
+    def config(self) -> cfgmod.Config:
+        return cfgmod.load(self.root / cfgmod.CONFIG_NAME)
+
+    @cached_property
+    def dataset_id(self) -> str:
+        return run(["git", "config", "-f", str(self.root / ".datalad" / "config"),
+                    "datalad.dataset.id"]).stdout.strip()
+
+    @property
+    def work(self) -> Path:
+        return self.root / WORK
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root / ".fairbig" / "plan.tsv"
+
+    @cached_property
+    def output_store(self) -> RiaStore:
+        return parse_store(self.config.stores.output, "output")
+
+    @cached_property
+    def input_store(self) -> RiaStore:
+        return parse_store(self.config.stores.input, "input")
+
+    @property
+    def output_git(self) -> Path:
+        """The bare repository of this dataset in the output store."""
+        path = self.output_store.dataset_dir(self.dataset_id)
+        if not path.exists():
+            raise FairbigError(f"the output store has no copy of this dataset at {path}",
+                               "run 'fairbig init' again or check stores.output")
+        return path
+
+    @cached_property
+    def default_branch(self) -> str:
+        ref = run(["git", "symbolic-ref", "--short", "HEAD"], cwd=self.root).stdout.strip()
+        return ref or "master"

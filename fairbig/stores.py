@@ -1,0 +1,111 @@
+"""RIA stores: where a dataset lives inside one, and how the output store is encrypted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import FairbigError
+from .proc import run
+
+STORAGE_SUFFIX = "-storage"
+LOCK_NAME = "fairbig-push.lock"
+
+
+@dataclass(frozen=True)
+class RiaStore:
+    """A RIA store reachable on this machine's file system (``ria+file://``)."""
+
+    url: str
+
+    @property
+    def root(self) -> Path:
+        parsed = urlparse(self.url[len("ria+"):])
+        if parsed.scheme != "file":
+            raise FairbigError(f"store '{self.url}' is not on this file system",
+                               "fairbig reads stores directly: use a ria+file:// URL on a"
+                               " shared file system")
+        return Path(parsed.path)
+
+    def dataset_dir(self, dsid: str) -> Path:
+        return self.root / dsid[:3] / dsid[3:]
+
+    def clone_url(self, dsid: str) -> str:
+        return f"{self.url}#{dsid}"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_NAME
+
+    def is_store(self) -> bool:
+        return (self.root / "ria-layout-version").exists()
+
+
+def parse_store(url: str, what: str) -> RiaStore:
+    """Validate a store URL given by a user (``ria+file:///path`` or a plain path)."""
+    if not url.startswith("ria+"):
+        if url.startswith("/"):
+            url = f"ria+file://{url}"
+        else:
+            raise FairbigError(f"{what} store '{url}' is not a RIA URL",
+                               "give ria+file:///absolute/path or an absolute path")
+    store = RiaStore(url.rstrip("/"))
+    root = store.root
+    if root.exists():
+        if not root.is_dir():
+            raise FairbigError(f"{what} store {root} exists and is not a directory",
+                               "choose another path")
+        if any(root.iterdir()) and not store.is_store():
+            raise FairbigError(f"{what} store {root} is a non-empty directory but not a RIA store",
+                               "choose an empty or new path, or an existing RIA store")
+        probe = root
+    else:
+        probe = next(p for p in [root, *root.parents] if p.exists())
+    if not os.access(probe, os.W_OK):
+        raise FairbigError(f"{what} store {root} is not writable ({probe} is read-only for you)",
+                           "choose a writable location")
+    return store
+
+
+class Rollback:
+    """Remembers what a multi-step set-up created so a failure removes all of it."""
+
+    def __init__(self) -> None:
+        self._paths: list[Path] = []
+
+    def created(self, path: Path) -> None:
+        self._paths.append(path)
+
+    def undo(self) -> None:
+        for path in reversed(self._paths):
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+            elif path.exists():
+                # annex objects are read-only; make them removable first
+                run(["chmod", "-R", "u+w", str(path)], check=False)
+                shutil.rmtree(path, ignore_errors=True)
+
+    def track_store(self, store: RiaStore, dsid: str) -> None:
+        """Track whatever a sibling creation is about to add to ``store``."""
+        if not store.root.exists():
+            self.created(store.root)
+            return
+        self.created(store.dataset_dir(dsid))
+
+
+def add_encrypted_storage(ds_path: Path, sibling: str, store: RiaStore,
+                          keys: list[str]) -> None:
+    """Create the ORA storage remote with ``sharedpubkey`` encryption.
+
+    ``datalad create-sibling-ria`` can only make unencrypted storage, and
+    encryption cannot be added to a special remote later, hence by hand.
+    """
+    name = sibling + STORAGE_SUFFIX
+    keyargs = [f"keyid={keys[0]}", *[f"keyid+={k}" for k in keys[1:]]]
+    run(["git", "annex", "initremote", name, "type=external", "externaltype=ora",
+         "encryption=sharedpubkey", *keyargs, "autoenable=true", f"url={store.url}"],
+        cwd=ds_path, hint="check that the lab key is in your keyring and can encrypt")
+    run(["git", "config", f"remote.{sibling}.datalad-publish-depends", name], cwd=ds_path)
