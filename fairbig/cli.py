@@ -107,6 +107,119 @@ def check(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(1)
 
 
+ids_option = click.option("--only", multiple=True, help="only these IDs (or @FILE of IDs)")
+
+
+@cli.command(help="Split the analysis into jobs, from git trees only (no content fetched)."
+             + example("fairbig plan --by session --exclude 1234567"))
+@click.option("--by", type=click.Choice(["subject", "session"]), default=None,
+              help="one job per subject (default from fairbig.yaml) or per session")
+@ids_option
+@click.option("--exclude", multiple=True, help="leave out these IDs (or @FILE of IDs)")
+@click.option("--update", is_flag=True, help="first update the input dataset from its origin")
+@click.option("--dry-run", is_flag=True, help="show what would be planned, write nothing")
+@json_option
+@click.pass_context
+def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tuple[str, ...],
+         update: bool, dry_run: bool, as_json: bool) -> None:
+    from . import planning
+
+    a = analysis_of(ctx)
+    if update:
+        ui.step("updating the input dataset")
+        planning.update_inputs(a)
+    out = planning.plan(a, by, planning.read_ids(only), planning.read_ids(exclude), dry_run)
+    if as_json:
+        ui.emit_json(asdict(out))
+        return
+    ui.say(f"{out.jobs} jobs ({out.layout} layout): {len(out.new)} new, "
+           f"{len(out.changed)} changed, {len(out.done)} already done")
+    for label, ids in (("new", out.new), ("changed", out.changed)):
+        if ids:
+            ui.say(f"  {label}: {' '.join(ids[:10])}{' …' if len(ids) > 10 else ''}")
+    if out.skipped:
+        ui.say(f"  skipped (subject tree unreadable): {' '.join(out.skipped[:10])}")
+    if not dry_run:
+        ui.say(f"plan {'committed' if out.committed else 'unchanged'} at {out.commit[:12]}")
+
+
+@cli.command(help="Submit planned jobs (local backend by default: runs them here)."
+             + example("fairbig submit --backend slurm --failed"))
+@click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default=None)
+@click.option("--failed", is_flag=True, help="resubmit failed, cancelled and lost jobs only")
+@ids_option
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="local backend: jobs at once (default: cores)")
+@click.option("--dry-run", is_flag=True, help="write the job files, submit nothing")
+@json_option
+@click.pass_context
+def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[str, ...],
+           jobs: int | None, dry_run: bool, as_json: bool) -> None:
+    from . import planning
+    from . import submit as sub
+
+    a = analysis_of(ctx)
+    if jobs:
+        a.config.backend.local.jobs = jobs
+    out = sub.submit(a, backend, failed, planning.read_ids(only), dry_run)
+    if as_json:
+        ui.emit_json(asdict(out))
+    elif not out.submitted:
+        ui.say("nothing to submit" + ("" if failed else " (use --failed to resubmit failures)"))
+    else:
+        verb = "would submit" if dry_run else "submitted"
+        ui.say(f"{verb} {len(out.submitted)} job(s) to {out.backend}; files in {out.run_dir}")
+        if out.backend_ids and out.backend != "local":
+            ui.say(f"{out.backend} IDs: {' '.join(out.backend_ids)}")
+    if out.backend == "local" and not dry_run and out.submitted:
+        report = sub.current_status(a)
+        bad = [j.job_id for j in report.jobs if j.job_id in set(out.submitted)
+               and j.state not in ("done", "merged")]
+        if bad:
+            ui.say(f"{len(bad)} job(s) did not finish: {' '.join(bad[:10])}"
+                   " (see 'fairbig status')")
+            ctx.exit(1)
+
+
+@cli.command(help="Exact per-state counts of all planned jobs, failures with their log tail."
+             + example("fairbig status --json"))
+@click.option("--all", "show_all", is_flag=True, help="list every job, not only problems")
+@json_option
+@click.pass_context
+def status(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    from .submit import current_status
+
+    rep = current_status(analysis_of(ctx))
+    if as_json:
+        ui.emit_json(rep.to_json())
+        return
+    ui.table("fairbig status", list(rep.counts), [list(rep.counts.values())])
+    rows = [j for j in rep.jobs if show_all or j.state in ("failed", "lost", "cancelled")]
+    if rows:
+        ui.table("jobs", ["job", "state", "step", "detail"],
+                 [[j.job_id, j.state, j.step, j.detail] for j in rows])
+    for jid, lines in rep.failures.items():
+        ui.say(f"--- {jid}: last lines of its log")
+        for line in lines:
+            ui.say(f"    {line}")
+
+
+@cli.command(help="Cancel queued or running jobs (all if none named)."
+             + example("fairbig cancel 1234567"))
+@click.argument("job_ids", nargs=-1)
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
+    from .submit import cancel as do_cancel
+
+    stopped = do_cancel(analysis_of(ctx), set(job_ids))
+    if as_json:
+        ui.emit_json({"cancelled": stopped})
+    else:
+        ui.say(f"cancelled {len(stopped)} job(s)" + (f": {' '.join(stopped[:10])}"
+                                                     if stopped else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     _venv_on_path()
     dl.quiet()

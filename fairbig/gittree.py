@@ -1,0 +1,53 @@
+"""Reading dataset layouts from git trees: no checkout, no annex, no subdataset install."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .proc import git
+
+GITLINK = "160000"
+TREE = "040000"
+
+
+@dataclass(frozen=True)
+class Entry:
+    mode: str
+    type: str
+    sha: str
+    path: str
+
+
+def ls_tree(git_dir: Path, treeish: str, path: str = "", recursive: bool = False) -> list[Entry]:
+    args = ["ls-tree", "-z", "--full-tree"] + (["-r"] if recursive else []) + [treeish]
+    if path:
+        args += ["--", path]
+    return list(parse_ls_tree(git(git_dir, *args).stdout))
+
+
+def parse_ls_tree(out: str) -> Iterator[Entry]:
+    for rec in out.split("\0"):
+        if not rec:
+            continue
+        meta, _, path = rec.partition("\t")
+        mode, typ, sha = meta.split()
+        yield Entry(mode, typ, sha, path)
+
+
+def git_dir_of(worktree: Path) -> Path:
+    """The git directory of a work tree (``.git`` may be a file pointing elsewhere)."""
+    dotgit = worktree / ".git"
+    if dotgit.is_file():
+        target = dotgit.read_text().strip().removeprefix("gitdir: ")
+        return (worktree / target).resolve()
+    return dotgit
+
+
+def gitlink(git_dir: Path, treeish: str, path: str) -> str:
+    """The commit a superdataset records for the subdataset at ``path``."""
+    entries = ls_tree(git_dir, treeish, path)
+    if not entries or entries[0].mode != GITLINK:
+        return ""
+    return entries[0].sha

@@ -1,0 +1,279 @@
+"""``fairbig plan``: the job table, from git trees only.
+
+The table is a pure function of the input dataset's recorded state and the
+configuration, so the same inputs give a byte-identical ``plan.tsv``; what
+is already done is decided separately (against the output store) so the
+table itself never depends on how far a computation got.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FairbigError
+from .gittree import GITLINK, TREE, Entry, git_dir_of, gitlink, ls_tree, parse_ls_tree
+from .ids import job_id_problem, path_problem
+from .proc import git
+
+HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
+UKB_RECORD_RE = re.compile(r"^\d+_(\d+)_\d+(\.[A-Za-z0-9.]+)?$")
+PLACEHOLDER_RE = re.compile(r"{(job|subject|session|input_dir|output_dir)}")
+BIDS_TOP_FILES = re.compile(r"^(dataset_description\.json|participants\.(tsv|json)|"
+                            r"task-[^/]*\.json|README.*|CHANGES)$")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A subject (or subject × session) as found in the input dataset."""
+
+    subject: str
+    session: str
+    state: str                      # identifies this unit's input content
+    paths: tuple[str, ...]          # input paths relative to the input dataset
+    input_dir: str                  # folder relative to the input dataset
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    subject: str
+    session: str
+    input_state: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    command: str
+
+    def row(self) -> str:
+        return "\t".join((self.job_id, self.subject, self.session, self.input_state,
+                          ",".join(self.inputs), ",".join(self.outputs), self.command))
+
+
+@dataclass
+class Layout:
+    kind: str                       # "ukb" (a subdataset per subject) or "bids"
+    units: list[Unit] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- reading (git)
+
+def read_layout(root: Path, inputs_path: str, layout: str, by: str) -> Layout:
+    """Subjects/sessions of the input dataset at the commit ``root``'s HEAD records."""
+    commit = gitlink(git_dir_of(root), "HEAD", inputs_path)
+    if not commit:
+        raise FairbigError(f"{inputs_path} is not a subdataset of {root}",
+                           "set inputs.path in fairbig.yaml to the input dataset's path")
+    sub_git = git_dir_of(root / inputs_path)
+    if not sub_git.exists():
+        raise FairbigError(f"the input dataset {inputs_path} is not installed",
+                           f"run 'datalad get -n {inputs_path}'")
+    top = ls_tree(sub_git, commit)
+    kind = layout if layout != "auto" else detect(top)
+    if kind == "ukb":
+        return _ukb_units(root, inputs_path, sub_git, top, by)
+    return _bids_units(sub_git, top, by)
+
+
+def detect(top: Sequence[Entry]) -> str:
+    if any(e.mode == GITLINK for e in top):
+        return "ukb"
+    if any(e.mode == TREE and e.path.startswith("sub-") for e in top):
+        return "bids"
+    raise FairbigError("cannot tell the input layout: no subject subdatasets and no sub-*"
+                       " folders", "set inputs.layout in fairbig.yaml (ukb or bids)")
+
+
+def _ukb_units(root: Path, inputs_path: str, sub_git: Path, top: Sequence[Entry],
+               by: str) -> Layout:
+    out = Layout("ukb")
+    links = [e for e in top if e.mode == GITLINK]
+    if by == "subject":
+        out.units = [Unit(e.path, "", e.sha, (e.path,), e.path) for e in links]
+        return out
+    for e in links:
+        entries = _subject_tree(root / inputs_path, sub_git, e)
+        if entries is None:
+            out.skipped.append(e.path)
+            continue
+        out.units += _sessions(e.path, e.sha, entries)
+    return out
+
+
+def _subject_tree(input_root: Path, sub_git: Path, link: Entry) -> list[Entry] | None:
+    """A subject subdataset's tree, from its local clone or, if absent, the input store."""
+    local = git_dir_of(input_root / link.path)
+    candidates = [local] if local.exists() else []
+    url = git(sub_git, "config", "--blob", "HEAD:.gitmodules",
+              f"submodule.{link.path}.datalad-id", check=False).stdout.strip()
+    store = _store_of(input_root)
+    if url and store:
+        candidates.append(store / url[:3] / url[3:])
+    for cand in candidates:
+        res = git(cand, "ls-tree", "-z", "--full-tree", "-r", link.sha, check=False)
+        if res.returncode == 0:
+            return list(parse_ls_tree(res.stdout))
+    return None
+
+
+def _store_of(input_root: Path) -> Path | None:
+    for key in ("remote.origin.url", "remote.input-store.url"):
+        url = git(git_dir_of(input_root), "config", key, check=False).stdout.strip()
+        # A dataset cloned from a RIA store has its origin at <store>/<xxx>/<yyy...>
+        if url.startswith("/") and (Path(url).parent.parent / "ria-layout-version").exists():
+            return Path(url).parent.parent
+    return None
+
+
+def _sessions(subject: str, state: str, entries: Iterable[Entry]) -> list[Unit]:
+    by_session: dict[str, list[str]] = {}
+    for e in entries:
+        first = e.path.split("/")[0]
+        if first.startswith("ses-"):
+            by_session.setdefault(first, []).append(first)
+        elif m := UKB_RECORD_RE.match(first):
+            by_session.setdefault(f"ses-{m.group(1)}", []).append(first)
+    units = []
+    for ses, paths in sorted(by_session.items()):
+        uniq = tuple(sorted({f"{subject}/{p}" for p in paths}))
+        digest = hashlib.sha1(f"{state} {ses}".encode()).hexdigest()
+        units.append(Unit(subject, ses, digest, uniq, subject))
+    return units
+
+
+def _bids_units(sub_git: Path, top: Sequence[Entry], by: str) -> Layout:
+    out = Layout("bids")
+    shared = [e for e in top if e.mode != TREE and BIDS_TOP_FILES.match(e.path)]
+    shared_paths = tuple(e.path for e in shared)
+    shared_state = "".join(e.sha for e in shared)
+    subjects = [e for e in top if e.mode == TREE and e.path.startswith("sub-")]
+    if by == "subject":
+        for e in subjects:
+            state = hashlib.sha1(f"{e.sha}{shared_state}".encode()).hexdigest()
+            out.units.append(Unit(e.path, "", state, (e.path, *shared_paths), e.path))
+        return out
+    sessions = _bids_session_trees(sub_git, [e.sha for e in subjects])
+    for e, ses_entries in zip(subjects, sessions, strict=True):
+        for s in ses_entries:
+            state = hashlib.sha1(f"{s.sha}{shared_state}".encode()).hexdigest()
+            path = f"{e.path}/{s.path}"
+            out.units.append(Unit(e.path, s.path, state, (path, *shared_paths), path))
+    return out
+
+
+def _bids_session_trees(sub_git: Path, tree_shas: list[str]) -> list[list[Entry]]:
+    """``ses-*`` folders of many subject trees in one ``cat-file --batch`` process."""
+    out = git(sub_git, "cat-file", "--batch", input="".join(f"{s}\n" for s in tree_shas),
+              text=False).stdout
+    result, pos = [], 0
+    for _ in tree_shas:
+        header_end = out.index(b"\n", pos)
+        size = int(out[pos:header_end].split()[2])
+        body = out[header_end + 1: header_end + 1 + size]
+        pos = header_end + 1 + size + 1
+        result.append([e for e in _parse_tree_object(body)
+                       if e.mode == TREE and e.path.startswith("ses-")])
+    return result
+
+
+def _parse_tree_object(body: bytes) -> Iterator[Entry]:
+    i = 0
+    while i < len(body):
+        sp = body.index(b" ", i)
+        nul = body.index(b"\0", sp)
+        mode = body[i:sp].decode().zfill(6)
+        sha = body[nul + 1: nul + 21].hex()
+        yield Entry(mode, "tree" if mode == TREE else "blob", sha, body[sp + 1: nul].decode())
+        i = nul + 21
+
+
+# ---------------------------------------------------------------- pure planning
+
+def select(units: Sequence[Unit], only: set[str], exclude: set[str]) -> list[Unit]:
+    """Apply --only/--exclude (matching subject IDs or job IDs)."""
+    def key_ids(u: Unit) -> set[str]:
+        return {u.subject, job_id(u)}
+
+    chosen = [u for u in units if not (key_ids(u) & exclude)]
+    if only:
+        chosen = [u for u in chosen if key_ids(u) & only]
+    return chosen
+
+
+def job_id(unit: Unit) -> str:
+    return f"{unit.subject}_{unit.session}" if unit.session else unit.subject
+
+
+def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: str) -> list[Job]:
+    """Jobs for ``units``, sorted by ID; refuses IDs or paths unsafe for a shell."""
+    bad = sorted({job_id(u) for u in units if job_id_problem(job_id(u))})
+    if bad:
+        shown = ", ".join(repr(b) for b in bad[:10]) + (" …" if len(bad) > 10 else "")
+        raise FairbigError(f"{len(bad)} subject/session ID(s) are unsafe for job names: {shown}"
+                           f" ({job_id_problem(bad[0])})",
+                           "rename them in the input dataset or leave them out with --exclude")
+    jobs = []
+    for u in units:
+        jid = job_id(u)
+        inputs = tuple(f"{inputs_path}/{p}" for p in u.paths)
+        bad_paths = [p for p in inputs if path_problem(p)]
+        if bad_paths:
+            raise FairbigError(f"input path {bad_paths[0]!r} of job {jid} is unsafe: "
+                               f"{path_problem(bad_paths[0])}",
+                               f"rename it or leave the job out with --exclude {jid}")
+        output = f"{results}/{jid}"
+        values = {"job": jid, "subject": u.subject, "session": u.session,
+                  "input_dir": f"{inputs_path}/{u.input_dir}", "output_dir": output}
+        cmd = PLACEHOLDER_RE.sub(lambda m, v=values: v[m.group(1)], command)
+        jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,), cmd))
+    jobs.sort(key=lambda j: j.job_id)
+    dupes = sorted({a.job_id for a, b in itertools.pairwise(jobs) if a.job_id == b.job_id})
+    if dupes:
+        raise FairbigError(f"duplicate job IDs: {', '.join(dupes[:5])}",
+                           "plan --by session, or rename the clashing subjects")
+    return jobs
+
+
+def render_tsv(jobs: Sequence[Job]) -> str:
+    return "\t".join(HEADER) + "\n" + "".join(j.row() + "\n" for j in jobs)
+
+
+def parse_tsv(text: str) -> list[Job]:
+    lines = text.splitlines()
+    if not lines or tuple(lines[0].split("\t")) != HEADER:
+        raise FairbigError("the plan file has an unexpected format", "run 'fairbig plan' again")
+    jobs = []
+    for line in lines[1:]:
+        f = line.split("\t")
+        jobs.append(Job(f[0], f[1], f[2], f[3], tuple(f[4].split(",")),
+                        tuple(f[5].split(",")), f[6]))
+    return jobs
+
+
+@dataclass
+class PlanDiff:
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+
+    @property
+    def todo(self) -> list[str]:
+        return self.new + self.changed
+
+
+def diff(jobs: Sequence[Job], finished: dict[str, str]) -> PlanDiff:
+    """Compare the plan with finished results (job ID → the input state they used)."""
+    d = PlanDiff()
+    for j in jobs:
+        state = finished.get(j.job_id)
+        if state is None:
+            d.new.append(j.job_id)
+        elif state == j.input_state:
+            d.done.append(j.job_id)
+        else:
+            d.changed.append(j.job_id)
+    return d

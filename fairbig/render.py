@@ -1,0 +1,57 @@
+"""Rendering job scripts: pure functions from values to text.
+
+Every value goes through the ``q`` filter (shell quoting) and Jinja runs
+with ``StrictUndefined``, so a typo in a template fails loudly instead of
+producing a script that does something else.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+from .resources import templates_dir
+
+
+@dataclass(frozen=True)
+class JobContext:
+    input_url: str
+    output_url: str
+    storage: str
+    lock_file: str
+    state_dir: str
+    log_dir: str
+    plan_commit: str
+    container: str
+    workdir: str
+    bindir: str
+    env_setup: tuple[str, ...] = ()
+    header: str = ""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@cache
+def environment(directory: Path | None = None) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory or templates_dir())),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    return env
+
+
+def render(template: str, **values: object) -> str:
+    return environment().get_template(template).render(**values)
+
+
+def job_body(ctx: JobContext) -> str:
+    return render("job.sh.j2", **asdict(ctx))

@@ -1,0 +1,47 @@
+"""What the output store already holds: job branches and merged jobs.
+
+Read straight from the store's bare repository with one ``for-each-ref``
+and one blob read, however many jobs there are.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .proc import git
+
+BRANCH_PREFIX = "refs/heads/job-"
+MERGED_FILE = ".fairbig/merged.tsv"
+MESSAGE_RE = re.compile(r"fairbig job (\S+) \(input ([0-9a-f]+)\)")
+
+
+@dataclass(frozen=True)
+class Finished:
+    branches: dict[str, tuple[str, str]]   # job ID -> (tip sha, input state)
+    merged: dict[str, str]                 # job ID -> input state
+
+    def states(self) -> dict[str, str]:
+        out = dict(self.merged)
+        out.update({j: s for j, (_, s) in self.branches.items()})
+        return out
+
+
+def read_finished(store_git: Path, branch: str) -> Finished:
+    fmt = "%(refname)%09%(objectname)%09%(contents:subject)"
+    out = git(store_git, "for-each-ref", f"--format={fmt}", BRANCH_PREFIX).stdout
+    branches: dict[str, tuple[str, str]] = {}
+    for line in out.splitlines():
+        ref, sha, subject = line.split("\t", 2)
+        m = MESSAGE_RE.search(subject)
+        jid = ref[len(BRANCH_PREFIX):]
+        branches[jid] = (sha, m.group(2) if m and m.group(1) == jid else "")
+    return Finished(branches, read_merged(store_git, branch))
+
+
+def read_merged(store_git: Path, branch: str) -> dict[str, str]:
+    res = git(store_git, "cat-file", "blob", f"refs/heads/{branch}:{MERGED_FILE}", check=False)
+    if res.returncode != 0:
+        return {}
+    return dict(line.split("\t")[:2] for line in res.stdout.splitlines()[1:] if "\t" in line)

@@ -1,0 +1,106 @@
+"""``fairbig status``: one exact count per state, reconciled from every source.
+
+Sources, strongest first: the output store (merged main, job branches),
+the jobs' own state records, our submission log, and the scheduler's view.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .backends.base import BackendView
+from .jobstate import JobRecord, Submission
+from .plan import Job
+from .results import Finished
+
+STATES = ("planned", "queued", "running", "done", "failed", "cancelled", "lost", "merged")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: str
+    step: str = ""
+    detail: str = ""
+    backend_id: str = ""
+
+
+@dataclass
+class StatusReport:
+    counts: dict[str, int]
+    jobs: list[JobStatus]
+    failures: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"counts": self.counts, "jobs": [asdict(j) for j in self.jobs],
+                "failures": self.failures}
+
+
+def classify(job: Job, finished: Finished, record: JobRecord | None,
+             sub: Submission | None, view: BackendView | None,
+             cancel_requested: bool = False) -> JobStatus:
+    """The state of one job: a pure function of what each source says."""
+    jid = job.job_id
+    if finished.merged.get(jid) == job.input_state:
+        return JobStatus(jid, "merged")
+    branch = finished.branches.get(jid)
+    if branch and branch[1] == job.input_state:
+        return JobStatus(jid, "done")
+    bid = (record.backend_id if record else "") or (sub.backend_id if sub else "")
+    if record and sub and record.updated < sub.submitted - 1:
+        record = None  # a record of an earlier attempt; this attempt has not started
+    if record:
+        if record.status == "failed":
+            reason = f" ({view.reason})" if view and view.reason else ""
+            return JobStatus(jid, "failed", record.step,
+                             f"exit code {record.exit_code} in step {record.step}{reason}", bid)
+        if record.status == "cancelled":
+            return JobStatus(jid, "cancelled", record.step, "", bid)
+        if record.status == "running":
+            if view and view.state in ("running", "queued"):
+                return JobStatus(jid, "running", record.step, "", bid)
+            if view and view.reason:
+                return JobStatus(jid, "failed", record.step,
+                                 f"{view.reason} in step {record.step}", bid)
+            return JobStatus(jid, "lost", record.step,
+                             f"stopped in step {record.step} on {record.host}, no longer running",
+                             bid)
+        # "done" without a branch: the result never reached the store
+        return JobStatus(jid, "lost", record.step, "done recorded but no branch in the store",
+                         bid)
+    if sub:
+        if cancel_requested and not (view and view.state in ("queued", "running")):
+            return JobStatus(jid, "cancelled", "", "cancelled before it started", bid)
+        if view and view.state == "queued":
+            return JobStatus(jid, "queued", "", "", bid)
+        if view and view.state == "running":
+            return JobStatus(jid, "running", "start", "", bid)
+        if view and view.reason:
+            return JobStatus(jid, "failed", "", view.reason, bid)
+        return JobStatus(jid, "lost", "", "submitted, never started, unknown to the backend", bid)
+    return JobStatus(jid, "planned")
+
+
+def report(jobs: Sequence[Job], finished: Finished, records: dict[str, JobRecord],
+           subs: dict[str, Submission], views: dict[str, BackendView],
+           log_dir: Path, cancelled: set[str] | frozenset[str] = frozenset(),
+           tail: int = 5) -> StatusReport:
+    rows = [classify(j, finished, records.get(j.job_id), subs.get(j.job_id),
+                     views.get(j.job_id), j.job_id in cancelled) for j in jobs]
+    counts = Counter(r.state for r in rows)
+    failures = {r.job_id: log_tail(log_dir / f"{r.job_id}.log", tail)
+                for r in rows if r.state in ("failed", "lost")}
+    return StatusReport({s: counts.get(s, 0) for s in STATES}, rows, failures)
+
+
+def log_tail(path: Path, lines: int) -> list[str]:
+    if not path.exists():
+        return []
+    with path.open("rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 8192))
+        text = f.read().decode(errors="replace")
+    return text.splitlines()[-lines:]

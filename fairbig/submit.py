@@ -1,0 +1,130 @@
+"""``fairbig submit`` / ``status`` / ``cancel``: the side that talks to backends."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends.base import Backend, BackendView, SubmitRequest, get_backend
+from .dataset import Analysis
+from .errors import FairbigError
+from .jobstate import (
+    Submission,
+    append_submissions,
+    clear_for_resubmit,
+    read_records,
+    read_submissions,
+)
+from .planning import current_jobs, publish
+from .proc import run
+from .render import JobContext, job_body
+from .results import read_finished
+from .status import StatusReport, report
+from .stores import STORAGE_SUFFIX
+
+
+@dataclass
+class SubmitOutcome:
+    backend: str
+    submitted: list[str]
+    backend_ids: list[str]
+    run_dir: str
+    dry_run: bool
+
+
+def paths(a: Analysis) -> tuple[Path, Path, Path]:
+    return a.work / "state", a.work / "logs", a.work / "submissions.jsonl"
+
+
+def backend_for(a: Analysis, name: str | None) -> Backend:
+    return get_backend(name or a.config.backend.name, a.config)
+
+
+def current_status(a: Analysis, backend: Backend | None = None) -> StatusReport:
+    state_dir, log_dir, sub_file = paths(a)
+    jobs = current_jobs(a)
+    subs = read_submissions(sub_file)
+    views: dict[str, BackendView] = {}
+    by_backend: dict[str, list[Submission]] = {}
+    for s in subs.values():
+        by_backend.setdefault(s.backend, []).append(s)
+    for name, group in by_backend.items():
+        b = backend if backend and backend.name == name else get_backend(name, a.config)
+        views.update(b.poll(group))
+    finished = read_finished(a.output_git, a.default_branch)
+    cancelled = {p.name[:-len(".cancel")] for p in state_dir.glob("*.cancel")}
+    return report(jobs, finished, read_records(state_dir), subs, views, log_dir, cancelled)
+
+
+def choose(a: Analysis, status: StatusReport, failed: bool, only: set[str]) -> list[str]:
+    """Jobs to submit now: never done or merged ones, never ones still active."""
+    wanted = {"failed", "lost", "cancelled"} if failed else {"planned"}
+    chosen = [j.job_id for j in status.jobs if j.state in wanted]
+    if only:
+        unknown = only - {j.job_id for j in status.jobs}
+        if unknown:
+            raise FairbigError(f"not in the plan: {', '.join(sorted(unknown)[:5])}",
+                               "check the IDs with 'fairbig status'")
+        chosen = [j for j in chosen if j in only]
+    return chosen
+
+
+def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool) -> SubmitRequest:
+    state_dir, log_dir, _ = paths(a)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = a.work / "runs" / f"{stamp}-{backend.name}"
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = a.work / "runs" / f"{stamp}-{backend.name}-{n}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "jobs.txt").write_text("".join(f"{j}\n" for j in job_ids))
+    cfg = a.config
+    req = SubmitRequest(job_ids, run_dir / "job.sh", run_dir, log_dir, state_dir,
+                        record=lambda subs: append_submissions(paths(a)[2], subs),
+                        dry_run=dry_run)
+    commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
+    ctx = JobContext(
+        input_url=a.input_store.clone_url(a.dataset_id), output_url=str(a.output_git),
+        storage="output" + STORAGE_SUFFIX, lock_file=str(a.output_store.lock_file),
+        state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
+        container=cfg.container, workdir=cfg.job.workdir, bindir=str(Path(sys.executable).parent),
+        env_setup=tuple(cfg.job.env_setup), header=backend.header(req))
+    req.script.write_text(job_body(ctx))
+    req.script.chmod(0o755)
+    return req
+
+
+def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
+           only: set[str] | None = None, dry_run: bool = False) -> SubmitOutcome:
+    backend = backend_for(a, backend_name)
+    status = current_status(a, backend)
+    job_ids = choose(a, status, failed, only or set())
+    if not job_ids:
+        return SubmitOutcome(backend.name, [], [], "", dry_run)
+    if not dry_run:
+        publish(a)
+    req = render_run(a, backend, job_ids, dry_run)
+    if not dry_run:
+        clear_for_resubmit(req.state_dir, job_ids)
+    subs = backend.submit(req)
+    return SubmitOutcome(backend.name, job_ids, sorted({s.backend_id for s in subs}),
+                         str(req.run_dir), dry_run)
+
+
+def cancel(a: Analysis, job_ids: set[str]) -> list[str]:
+    state_dir, _, sub_file = paths(a)
+    status = current_status(a)
+    active = [j.job_id for j in status.jobs if j.state in ("queued", "running")
+              and (not job_ids or j.job_id in job_ids)]
+    subs = read_submissions(sub_file)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    by_backend: dict[str, list[Submission]] = {}
+    for jid in active:
+        (state_dir / f"{jid}.cancel").touch()
+        by_backend.setdefault(subs[jid].backend, []).append(subs[jid])
+    for name, group in by_backend.items():
+        get_backend(name, a.config).cancel(group)
+    return active
