@@ -167,8 +167,8 @@ def _bids_units(sub_git: Path, top: Sequence[Entry], by: str) -> Layout:
 
 def _bids_session_trees(sub_git: Path, tree_shas: list[str]) -> list[list[Entry]]:
     """``ses-*`` folders of many subject trees in one ``cat-file --batch`` process."""
-    out = git(sub_git, "cat-file", "--batch", input="".join(f"{s}\n" for s in tree_shas),
-              text=False).stdout
+    query = "".join(f"{s}\n" for s in tree_shas).encode()
+    out = git(sub_git, "cat-file", "--batch", input=query, text=False).stdout
     result, pos = [], 0
     for _ in tree_shas:
         header_end = out.index(b"\n", pos)

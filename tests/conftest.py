@@ -1,0 +1,91 @@
+"""Shared fixtures: a lab GPG key, the ukb-mini input, the container image.
+
+Everything is real (datalad, git-annex, gpg, bubblewrap); expensive pieces
+are built once per session.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location(
+        "ukb_generate", REPO / "examples" / "ukb-mini" / "generate_input.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_key(home: Path, name: str = "fairbig test lab") -> str:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key",
+                    f"{name} <lab@example.org>", "default", "default", "never"],
+                   env=env, check=True, capture_output=True)
+    out = subprocess.run(["gpg", "--batch", "--with-colons", "--list-keys"], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))
+
+
+@pytest.fixture(scope="session")
+def lab_key(tmp_path_factory) -> str:
+    """A passphrase-less lab key in a session GNUPGHOME (set for the whole session)."""
+    home = tmp_path_factory.mktemp("gnupg")
+    fpr = make_key(home)
+    os.environ["GNUPGHOME"] = str(home)
+    return fpr
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("image") / "ukb-mini.tar"
+    subprocess.run([str(REPO / "containers" / "build-image"), str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ukb_input(tmp_path_factory) -> dict:
+    """A small ukb-mini input (4 participants) published to an input store."""
+    base = tmp_path_factory.mktemp("ukbin")
+    gen = load_generator()
+    store = f"ria+file://{base}/input-store"
+    ids = gen.generate(base / "ukb", 4, 7, store)
+    return {"path": base / "ukb", "store": store, "url": f"{store}#~ukb", "ids": ids,
+            "base": base}
+
+
+def fairbig(*args: str, cwd: Path | None = None, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI as a user would."""
+    proc = subprocess.run([str(BIN / "fairbig"), *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fairbig {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+UKB_COMMAND = "sh code/process_subject.sh {input_dir} {output_dir}"
+
+
+def init_analysis(base: Path, ukb_input: dict, image: Path, lab_key: str,
+                  command: str = UKB_COMMAND, name: str = "analysis") -> Path:
+    target = base / name
+    fairbig("init", str(target), "--input", ukb_input["url"], "--container", str(image),
+            "--command", command, "--input-store", f"{base}/{name}-in",
+            "--output-store", f"{base}/{name}-out", "--encrypt-to", lab_key,
+            "--code", str(REPO / "examples" / "ukb-mini" / "code" / "process_subject.sh"),
+            "--code", str(REPO / "examples" / "ukb-mini" / "code"
+                          / "process_subject_nondeterministic.sh"))
+    return target
