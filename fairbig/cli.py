@@ -242,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("fairbig: interrupted", err=True)
         return 130
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"fairbig: error: internal error: {type(exc).__name__}: "
+                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+                   "(run again with --debug for the traceback and report it)", err=True)
+        return 1
     return 0
 
 

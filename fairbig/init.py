@@ -195,7 +195,7 @@ def _add_container(target: Path, image: Path, name: str) -> None:
     dest.parent.mkdir(parents=True)
     shutil.copy2(image, dest)
     dl.call(dapi.save, dataset=str(cds), message="fairbig: container runtime wrapper")
-    dl.call(dapi.containers_add, name=name, url=str(dest), dataset=str(cds),
+    dl.call(dapi.containers_add, name=name, dataset=str(cds),
             image=str(dest.relative_to(cds)), call_fmt=CALL_FMT)
 
 
@@ -203,7 +203,7 @@ def _add_output_store(target: Path, store: RiaStore, fprs: list[str]) -> None:
     import datalad.api as dapi
 
     dl.call(dapi.create_sibling_ria, url=store.url, name="output", dataset=str(target),
-            storage_sibling="off", new_store_ok=True)
+            storage_sibling=False, new_store_ok=True)
     add_encrypted_storage(target, "output", store, fprs)
 
 

@@ -101,6 +101,10 @@ def publish(a: Analysis) -> None:
     """Jobs clone from the input store and push onto the output store's history."""
     import datalad.api as dapi
 
+    container_ds = a.root / a.config.container.rpartition("/")[0]
+    if container_ds != a.root and (container_ds / ".datalad").exists():
+        dl.call(dapi.push, dataset=str(container_ds), to="input",
+                hint="check that the input store is reachable and writable")
     for sibling in ("input", "output"):
         dl.call(dapi.push, dataset=str(a.root), to=sibling, data="nothing",
                 hint=f"check that the '{sibling}' store is reachable and writable")

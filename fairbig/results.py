@@ -30,7 +30,7 @@ class Finished:
 
 def read_finished(store_git: Path, branch: str) -> Finished:
     fmt = "%(refname)%09%(objectname)%09%(contents:subject)"
-    out = git(store_git, "for-each-ref", f"--format={fmt}", BRANCH_PREFIX).stdout
+    out = git(store_git, "for-each-ref", f"--format={fmt}", BRANCH_PREFIX + "*").stdout
     branches: dict[str, tuple[str, str]] = {}
     for line in out.splitlines():
         ref, sha, subject = line.split("\t", 2)

@@ -55,7 +55,7 @@ class LocalBackend(Backend):
         return subs
 
     def _start(self, req: SubmitRequest, jid: str) -> subprocess.Popen:
-        log = (req.log_dir / f"{jid}.log").open("ab")
+        log = (req.run_dir / f"{jid}.out").open("ab")
         try:
             return subprocess.Popen(["bash", str(req.script), jid], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
