@@ -265,15 +265,21 @@ class PlanDiff:
         return self.new + self.changed
 
 
-def diff(jobs: Sequence[Job], finished: dict[str, str]) -> PlanDiff:
-    """Compare the plan with finished results (job ID → the input state they used)."""
+def diff(jobs: Sequence[Job], finished: dict[str, str],
+         previous: dict[str, str] | None = None) -> PlanDiff:
+    """Compare the plan with finished results and the previous plan.
+
+    ``finished`` and ``previous`` map job IDs to the input state a result or
+    an earlier plan was made from; a job is *changed* when either knew it
+    with another input state, *done* when a result matches this one.
+    """
     d = PlanDiff()
     for j in jobs:
         state = finished.get(j.job_id)
-        if state is None:
-            d.new.append(j.job_id)
-        elif state == j.input_state:
+        if state == j.input_state:
             d.done.append(j.job_id)
-        else:
+        elif state is not None or (previous or {}).get(j.job_id, j.input_state) != j.input_state:
             d.changed.append(j.job_id)
+        else:
+            d.new.append(j.job_id)
     return d

@@ -57,7 +57,8 @@ def compute(a: Analysis, by: str | None, only: set[str], exclude: set[str]) -> t
     layout = read_layout(a.root, cfg.inputs.path, cfg.inputs.layout, by or cfg.inputs.by)
     units = select(layout.units, only, exclude)
     jobs = make_jobs(units, cfg.inputs.path, cfg.results, cfg.command)
-    return jobs, diff(jobs, finished_states(a)), layout.skipped, layout.kind
+    previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
+    return jobs, diff(jobs, finished_states(a), previous), layout.skipped, layout.kind
 
 
 def write_atomic(path: Path, text: str) -> None:

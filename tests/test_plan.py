@@ -101,6 +101,8 @@ def test_incremental_diff(tmp_path: Path):
     d = diff(jobs, {"1000001": FAKE, "1000002": FAKE})
     assert d.done == ["1000001"] and d.changed == ["1000002"] and d.new == ["1000003"]
     assert d.todo == ["1000003", "1000002"]
+    again = diff(jobs, {}, {"1000001": FAKE, "1000002": FAKE})
+    assert again.changed == ["1000002"] and again.new == ["1000001", "1000003"]
 
 
 @pytest.mark.parametrize("bad", ["sub 01", "a;b", "$(touch x)", "-rf", "a..b", "`id`",

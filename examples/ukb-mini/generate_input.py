@@ -82,14 +82,24 @@ def generate(path: Path, n_subjects: int = 12, seed: int = 42,
 
 def corrupt_record(path: Path, subject: str, record: str, store: bool = True) -> None:
     """Replace a record by garbage (for failure tests) and publish the change."""
+    replace_record(path, subject, record, b"this is not a zip archive\n", "corrupt", store)
+
+
+def restore_record(path: Path, subject: str, record: str, data: bytes,
+                   store: bool = True) -> None:
+    replace_record(path, subject, record, data, "restore", store)
+
+
+def replace_record(path: Path, subject: str, record: str, data: bytes, verb: str,
+                   store: bool = True) -> None:
     import datalad.api as dl
 
     quiet = {"result_renderer": "disabled", "return_type": "list"}
     target = path / subject / record
     dl.unlock(path=str(target), dataset=str(path / subject), **quiet)
-    target.write_bytes(b"this is not a zip archive\n")
+    target.write_bytes(data)
     dl.save(dataset=str(path), path=[str(target)], recursive=True,
-            message=f"corrupt {subject}/{record}", **quiet)
+            message=f"{verb} {subject}/{record}", **quiet)
     if store:
         dl.push(dataset=str(path), to="input-store", recursive=True, **quiet)
 

@@ -1,0 +1,51 @@
+"""Keep the analysis dataset in step with the output store's main branch.
+
+``fairbig merge`` moves the store's main forward; the analysis dataset must
+follow (fast-forward) before it can plan again, and the git-annex branch
+must learn where the merged results are. Doing this as its own idempotent
+step means a merge killed after publishing main is completed by the next
+``merge`` or ``plan``.
+"""
+
+from __future__ import annotations
+
+from .annexkeys import diff_entries, keys_of, record_present
+from .dataset import Analysis
+from .errors import FairbigError
+from .proc import run
+from .stores import STORAGE_SUFFIX
+
+OUTPUT = "output"
+
+
+def store_main(a: Analysis) -> str:
+    return run(["git", "--git-dir", str(a.output_git), "rev-parse",
+                f"refs/heads/{a.default_branch}"]).stdout.strip()
+
+
+def is_ancestor(a: Analysis, old: str, new: str) -> bool:
+    return run(["git", "merge-base", "--is-ancestor", old, new], cwd=a.root,
+               check=False).returncode == 0
+
+
+def sync(a: Analysis) -> int:
+    """Fast-forward the analysis dataset to the store's main; returns keys recorded."""
+    branch = a.default_branch
+    run(["git", "fetch", "-q", OUTPUT, f"+refs/heads/{branch}:refs/remotes/{OUTPUT}/{branch}",
+         f"+refs/heads/git-annex:refs/remotes/{OUTPUT}/git-annex"], cwd=a.root,
+        hint="check that the output store is reachable")
+    head = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
+    main = run(["git", "rev-parse", f"refs/remotes/{OUTPUT}/{branch}"], cwd=a.root).stdout.strip()
+    if head == main or is_ancestor(a, main, head):
+        return 0
+    if not is_ancestor(a, head, main):
+        raise FairbigError(f"the analysis dataset and the output store's {branch} have diverged",
+                           f"merge them by hand: git -C {a.root} merge {OUTPUT}/{branch}")
+    gdir = a.root / ".git"
+    files = keys_of(gdir, diff_entries(gdir, head, main, a.config.results))
+    run(["git", "annex", "merge"], cwd=a.root)
+    record_present(a.root, OUTPUT + STORAGE_SUFFIX, sorted({f.key for f in files}))
+    run(["git", "merge", "-q", "--ff-only", f"refs/remotes/{OUTPUT}/{branch}"], cwd=a.root)
+    run(["git", "push", "-q", OUTPUT, "git-annex"], cwd=a.root,
+        hint="check that the output store is writable")
+    return len(files)

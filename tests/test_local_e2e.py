@@ -1,0 +1,169 @@
+"""ukb-mini through plan → submit (local) → status, on real datalad/annex/container."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fairbig import config as cfgmod
+
+from .conftest import BIN, fairbig, init_analysis, load_generator
+
+pytestmark = pytest.mark.slow
+
+
+def git(git_dir: Path, *args: str) -> str:
+    return subprocess.run(["git", f"--git-dir={git_dir}", *args], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def store_git(analysis: Path) -> Path:
+    cfg = cfgmod.load(analysis / "fairbig.yaml")
+    dsid = subprocess.run(["git", "config", "-f", str(analysis / ".datalad" / "config"),
+                           "datalad.dataset.id"], capture_output=True, text=True).stdout.strip()
+    return Path(cfg.stores.output[len("ria+file://"):]) / dsid[:3] / dsid[3:]
+
+
+def status(analysis: Path) -> dict:
+    return json.loads(fairbig("status", "--json", cwd=analysis).stdout)
+
+
+def states(analysis: Path) -> dict[str, str]:
+    return {j["job_id"]: j["state"] for j in status(analysis)["jobs"]}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, ukb_input, image, lab_key):
+    """An analysis with a private ephemeral workdir, planned and fully run."""
+    base = tmp_path_factory.mktemp("local")
+    ana = init_analysis(base, ukb_input, image, lab_key)
+    work = base / "ephemeral"
+    cfgmod.update_file(ana / "fairbig.yaml", {"job.workdir": str(work)})
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "workdir"], cwd=ana, check=True,
+                   capture_output=True)
+    plan = fairbig("plan", "--json", cwd=ana)
+    sub = fairbig("submit", "-j", "2", cwd=ana)
+    return {"ana": ana, "work": work, "plan": json.loads(plan.stdout), "submit": sub,
+            "base": base}
+
+
+def test_every_job_done_with_run_record_and_content(run, ukb_input):
+    ana = run["ana"]
+    assert run["plan"]["jobs"] == len(ukb_input["ids"]) and len(run["plan"]["new"]) == 4
+    st = status(ana)
+    assert st["counts"]["done"] == 4 and st["counts"]["failed"] == 0
+    sgit = store_git(ana)
+    head = git(ana / ".git", "rev-parse", "HEAD").strip()
+    keys = []
+    for jid in ukb_input["ids"]:
+        ref = f"refs/heads/job-{jid}"
+        assert git(sgit, "rev-parse", f"{ref}^").strip() == head  # one commit on the plan
+        msg = git(sgit, "log", "-1", "--format=%B", ref)
+        record = json.loads(msg.split("=== Do not change lines below ===")[1]
+                            .split("^^^ Do not change lines above ^^^")[0])
+        assert "containers/fairbig-container" in record["cmd"]
+        assert record["extra_inputs"] == ["containers/images/ukb-mini.tar"]
+        assert record["inputs"] == [f"inputs/data/{jid}"]
+        assert record["outputs"] == [f"results/{jid}"]
+        tree = git(sgit, "ls-tree", "-r", ref, "--", f"results/{jid}").splitlines()
+        assert tree and all(line.startswith("120000") for line in tree)  # all annexed
+        for line in tree:
+            keys.append(os.path.basename(git(sgit, "cat-file", "blob", line.split()[2])))
+    present = subprocess.run(["git", "annex", "checkpresentkey", "--batch", "output-storage"],
+                             input="".join(k + "\n" for k in keys), cwd=ana, text=True,
+                             capture_output=True, check=True).stdout.split()
+    assert present == ["1"] * len(keys)
+    assert not any(run["work"].iterdir())  # no ephemeral clone left behind
+
+
+def test_replan_is_incremental(run):
+    out = json.loads(fairbig("plan", "--json", cwd=run["ana"]).stdout)
+    assert out["new"] == [] and out["changed"] == [] and len(out["done"]) == 4
+    assert out["committed"] is False
+    assert "nothing to submit" in fairbig("submit", cwd=run["ana"]).stdout
+
+
+def test_corrupt_record_fails_then_fix_completes(run, ukb_input):
+    ana = run["ana"]
+    gen = load_generator()
+    victim = ukb_input["ids"][0]
+    record = "20252_2_0.zip"
+    good = (ukb_input["path"] / victim / record).read_bytes()
+    gen.corrupt_record(ukb_input["path"], victim, record)
+    try:
+        out = json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
+        assert out["changed"] == [victim]
+        sub = fairbig("submit", cwd=ana, check=False)
+        assert sub.returncode != 0 and victim in sub.stdout
+        assert "nothing to submit" in fairbig("submit", cwd=ana).stdout  # no silent retry
+        st = status(ana)
+        assert st["counts"]["failed"] == 1 and st["counts"]["done"] == 3
+        assert any(record in line for line in st["failures"][victim])
+        text = fairbig("status", cwd=ana).stdout
+        assert f"--- {victim}: last lines of its log" in text
+    finally:
+        gen.restore_record(ukb_input["path"], victim, record, good)
+    out = json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
+    assert out["changed"] == [victim]
+    before = {r: git(store_git(ana), "rev-parse", r).strip()
+              for r in (f"refs/heads/job-{j}" for j in ukb_input["ids"][1:])}
+    fairbig("submit", "--failed", cwd=ana)
+    assert set(states(ana).values()) == {"done"}
+    after = {r: git(store_git(ana), "rev-parse", r).strip() for r in before}
+    assert before == after  # the others were not re-run
+
+
+def _run_until_step(ana: Path, jid: str, step: str, env_setup: list[str]) -> None:
+    """Start one job and SIGKILL its whole process group when it reaches ``step``."""
+    cfgmod.update_file(ana / "fairbig.yaml", {"job.env_setup": env_setup})
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "env"], cwd=ana, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen([str(BIN / "fairbig"), "submit", "--only", jid], cwd=ana,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    record = ana / ".fairbig" / "work" / "state" / f"{jid}.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if data.get("step") == step:
+            os.killpg(data["pid"], signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"job never reached step {step}")
+    proc.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("step", ["run", "push-branch"])
+def test_sigkill_leaves_no_partial_branch_and_resubmit_completes(step, tmp_path_factory,
+                                                                 ukb_input, image, lab_key):
+    base = tmp_path_factory.mktemp(f"kill-{step}")
+    ana = init_analysis(base, ukb_input, image, lab_key)
+    jid = ukb_input["ids"][1]
+    fairbig("plan", "--only", jid, cwd=ana)
+    # A slow tool on the job's PATH holds the job in the step long enough to kill it
+    # there, as a node failure or OOM kill would.
+    slow = base / "slow"
+    slow.mkdir()
+    tool = "flock" if step == "push-branch" else "bwrap"
+    real = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
+    (slow / tool).write_text(f"#!/bin/sh\nsleep 30\nexec {real} \"$@\"\n")
+    (slow / tool).chmod(0o755)
+    _run_until_step(ana, jid, step, [f"export PATH={slow}:$PATH"])
+    assert f"job-{jid}" not in git(store_git(ana), "branch", "--list")
+    st = states(ana)
+    assert st[jid] == "lost"
+    cfgmod.update_file(ana / "fairbig.yaml", {"job.env_setup": []})
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "env"], cwd=ana, check=True,
+                   capture_output=True)
+    fairbig("submit", "--failed", cwd=ana)
+    assert states(ana)[jid] == "done"
