@@ -1,0 +1,135 @@
+"""SLURM: job arrays through the CLI (``sbatch --parsable``, ``squeue``, ``scontrol``).
+
+The CLI is the one interface every SLURM site has; pyslurm only exists for
+some versions. Whether a job succeeded comes from its own state record, so
+no accounting database (``sacct``) is needed; ``scontrol`` adds the reason
+(TIMEOUT, OUT_OF_MEMORY, NODE_FAIL) while SLURM still remembers the job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Sequence
+
+from ..config import Config
+from ..errors import FairbigError
+from ..jobstate import Submission, now
+from ..proc import run
+from ..render import render
+from .base import Backend, BackendView, SubmitRequest
+
+QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED", "RESIZING"}
+RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+FAILURE_REASONS = {"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                   "DEADLINE", "FAILED", "CANCELLED"}
+DEFAULT_MAX_ARRAY = 1001
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """``(offset, count)`` pieces of ``n`` jobs; array indices must stay below ``size``."""
+    return [(off, min(size, n - off)) for off in range(0, n, size)]
+
+
+def array_spec(count: int, throttle: int) -> str:
+    return f"0-{count - 1}" + (f"%{throttle}" if throttle else "")
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+
+    def __init__(self, config: Config) -> None:
+        self.cfg = config.backend.slurm
+        self.job_name = "fairbig"
+
+    def header(self, req: SubmitRequest) -> str:
+        return render("slurm-header.j2", cfg=self.cfg, job_name=self.job_name,
+                      output=str(req.run_dir / "slurm-%A_%a.out"))
+
+    def max_array_size(self) -> int:
+        res = run(["scontrol", "show", "config"], check=False)
+        m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout, re.MULTILINE)
+        return int(m.group(1)) if m else DEFAULT_MAX_ARRAY
+
+    def submit(self, req: SubmitRequest) -> list[Submission]:
+        jobs = list(req.job_ids)
+        size = self.max_array_size() if not req.dry_run else DEFAULT_MAX_ARRAY
+        pieces = chunks(len(jobs), size)
+        commands = []
+        subs: list[Submission] = []
+        arrays = []
+        for offset, count in pieces:
+            env = {"FAIRBIG_JOB_LIST": str(req.run_dir / "jobs.txt"),
+                   "FAIRBIG_TASK_OFFSET": str(offset)}
+            cmd = ["sbatch", "--parsable", f"--array={array_spec(count, self.cfg.throttle)}",
+                   str(req.script)]
+            commands.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
+                            + shlex.join(cmd))
+            if req.dry_run:
+                continue
+            res = run(cmd, env=env, hint="check the SLURM settings in fairbig.yaml "
+                      "(partition, account, time, mem)")
+            array_id = res.stdout.strip().split(";")[0]
+            if not array_id.isdigit():
+                raise FairbigError(f"sbatch printed no job ID: {res.stdout.strip()!r}",
+                                   "check that sbatch works on this machine")
+            part = [Submission(jid, self.name, f"{array_id}_{i}", now())
+                    for i, jid in enumerate(jobs[offset:offset + count])]
+            req.record(part)
+            subs += part
+            arrays.append({"array_id": array_id, "offset": offset, "count": count})
+        (req.run_dir / "submit.sh").write_text("#!/bin/sh\n" + "\n".join(commands) + "\n")
+        (req.run_dir / "arrays.json").write_text(json.dumps(arrays, indent=1) + "\n")
+        return subs
+
+    def poll(self, subs: Sequence[Submission]) -> dict[str, BackendView]:
+        if not subs:
+            return {}
+        by_task = {s.backend_id: s.job_id for s in subs}
+        arrays = sorted({s.backend_id.split("_")[0] for s in subs})
+        out: dict[str, BackendView] = {}
+        res = run(["squeue", "--noheader", "--array", "--format=%i|%T",
+                   f"--jobs={','.join(arrays)}"], check=False)
+        for line in res.stdout.splitlines():
+            task, _, state = line.partition("|")
+            for tid in _expand(task):
+                if tid in by_task:
+                    view = "queued" if state in QUEUED else "running" if state in RUNNING \
+                        else "finished"
+                    out[by_task[tid]] = BackendView(view, "" if view != "finished" else state)
+        gone = [s for s in subs if s.job_id not in out]
+        out.update(self._finished(gone, by_task))
+        return out
+
+    def _finished(self, subs: Sequence[Submission], by_task: dict[str, str]
+                  ) -> dict[str, BackendView]:
+        """Why finished jobs ended, while ``scontrol`` still knows them (MinJobAge)."""
+        out: dict[str, BackendView] = {}
+        for array in sorted({s.backend_id.split("_")[0] for s in subs}):
+            res = run(["scontrol", "--oneliner", "show", "job", array], check=False)
+            for line in res.stdout.splitlines():
+                f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                tid = f"{f.get('ArrayJobId', f.get('JobId'))}_{f.get('ArrayTaskId', '')}"
+                state = f.get("JobState", "")
+                if tid in by_task and state in FAILURE_REASONS:
+                    out[by_task[tid]] = BackendView("finished", state)
+        return out
+
+    def cancel(self, subs: Sequence[Submission]) -> None:
+        if subs:
+            run(["scancel", *sorted(s.backend_id for s in subs)], check=False)
+
+
+def _expand(task: str) -> list[str]:
+    """squeue prints pending array tasks compactly, e.g. ``12_[3-5,7%2]``."""
+    m = re.match(r"^(\d+)_\[([^\]]+)\]$", task)
+    if not m:
+        return [task]
+    base, spec = m.group(1), m.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
