@@ -220,6 +220,109 @@ def cancel(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
                                                      if stopped else ""))
 
 
+@cli.command(help="Merge every finished job branch into the output store's main, verified."
+             + example("fairbig merge --dry-run --json"))
+@click.option("--dry-run", is_flag=True, help="check everything, write nothing")
+@click.option("--keep-branches", is_flag=True, help="keep merged job branches in the store")
+@click.option("--shared", multiple=True,
+              help="path pattern several jobs may write if identical (repeatable)")
+@json_option
+@click.pass_context
+def merge(ctx: click.Context, dry_run: bool, keep_branches: bool, shared: tuple[str, ...],
+          as_json: bool) -> None:
+    from .merge import MergeRefused
+    from .merge import merge as do_merge
+
+    try:
+        out = do_merge(analysis_of(ctx), dry_run, keep_branches, shared)
+    except MergeRefused as exc:
+        if as_json:
+            ui.emit_json(asdict(exc.outcome) | {"error": str(exc)})
+        else:
+            for line in exc.details:
+                click.echo(f"  {line}", err=True)
+        raise
+    if as_json:
+        ui.emit_json(asdict(out))
+        return
+    verb = "would merge" if dry_run else "merged"
+    ui.say(f"{verb} {len(out.merged)} job(s); {len(out.identical)} already in main; "
+           f"{len(out.outdated)} outdated and {len(out.unplanned)} unplanned branch(es) left")
+    if not dry_run and out.merged:
+        ui.say(f"main is now {out.commit[:12]}; {out.deleted_branches} branch(es) deleted; "
+               f"times: {', '.join(f'{k} {v:.2f}s' for k, v in out.seconds.items())}")
+
+
+@cli.command(help="Recompute jobs from their run records in a fresh clone; compare outputs."
+             + example("fairbig rerun 1234567    |    fairbig rerun --sample 5 --seed 1"))
+@click.argument("job_ids", nargs=-1)
+@click.option("--sample", type=click.IntRange(1), default=None,
+              help="rerun N randomly chosen finished jobs")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed for --sample")
+@click.option("--keep", is_flag=True, help="keep the temporary clone(s) for inspection")
+@json_option
+@click.pass_context
+def rerun(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, seed: int,
+          keep: bool, as_json: bool) -> None:
+    from . import rerun as rr
+    from .submit import current_status
+
+    a = analysis_of(ctx)
+    ids = list(job_ids)
+    if sample:
+        finished = [j.job_id for j in current_status(a).jobs if j.state in ("done", "merged")]
+        ids = rr.sample(finished, sample, seed)
+        ui.step(f"sample of {len(ids)} job(s) with seed {seed}: {' '.join(ids)}")
+    if not ids:
+        raise FairbigError("no job given", "name a job ID or use --sample N")
+    results = []
+    for jid in ids:
+        ui.step(f"rerunning {jid}")
+        results.append(rr.rerun_job(a, jid, keep))
+    if as_json:
+        ui.emit_json({"seed": seed if sample else None, "jobs": [
+            {"job_id": r.job_id, "commit": r.commit, "ok": r.ok, "files": r.files,
+             "counts": r.counts(), "clone": r.clone} for r in results]})
+    else:
+        for r in results:
+            ui.table(f"rerun of {r.job_id} ({r.commit[:12]}): "
+                     f"{'IDENTICAL' if r.ok else 'NOT REPRODUCED'}", ["file", "verdict"],
+                     sorted(r.files.items()))
+            if r.clone:
+                ui.say(f"clone kept at {r.clone}")
+    if not all(r.ok for r in results):
+        ctx.exit(1)
+
+
+@cli.command(help="Compare two computations by git trees and annex keys (no content fetched)."
+             + example("fairbig compare /data/out-a@main 'ria+file:///data/out-b#<id>'"))
+@click.argument("a")
+@click.argument("b")
+@click.option("--all", "show_all", is_flag=True, help="list identical files too")
+@json_option
+@click.pass_context
+def compare(ctx: click.Context, a: str, b: str, show_all: bool, as_json: bool) -> None:
+    from .compare import compare as do_compare
+    from .compare import read_results, resolve_side
+
+    try:
+        sa, sb = resolve_side(a), resolve_side(b)
+    except ValueError as exc:
+        raise FairbigError(str(exc)) from exc
+    comp = do_compare(read_results(sa), read_results(sb))
+    data = comp.to_json()
+    if as_json:
+        ui.emit_json(data)
+    else:
+        ui.table("compare", list(data["summary"]), [list(data["summary"].values())])
+        rows = [(p, s) for p, s in sorted(comp.file_statuses().items())
+                if show_all or s != "identical"]
+        if rows:
+            ui.table("files", ["file", "status"], rows)
+    if not comp.identical:
+        ctx.exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     _venv_on_path()
     dl.quiet()

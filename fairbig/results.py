@@ -41,7 +41,13 @@ def read_finished(store_git: Path, branch: str) -> Finished:
 
 
 def read_merged(store_git: Path, branch: str) -> dict[str, str]:
+    return {j: state for j, (state, _) in read_merged_rows(store_git, branch).items()}
+
+
+def read_merged_rows(store_git: Path, branch: str) -> dict[str, tuple[str, str]]:
+    """Job ID -> (input state, job commit) of every merged job."""
     res = git(store_git, "cat-file", "blob", f"refs/heads/{branch}:{MERGED_FILE}", check=False)
     if res.returncode != 0:
         return {}
-    return dict(line.split("\t")[:2] for line in res.stdout.splitlines()[1:] if "\t" in line)
+    rows = (line.split("\t") for line in res.stdout.splitlines()[1:])
+    return {f[0]: (f[1], f[2] if len(f) > 2 else "") for f in rows if len(f) >= 2}
