@@ -323,6 +323,42 @@ def compare(ctx: click.Context, a: str, b: str, show_all: bool, as_json: bool) -
         ctx.exit(1)
 
 
+@cli.command(help="Render the job body for an outside driver (e.g. Snakemake); print its path."
+             + example("bash \"$(fairbig script)\" 1234567"))
+@json_option
+@click.pass_context
+def script(ctx: click.Context, as_json: bool) -> None:
+    from .submit import script_for_driver
+
+    path = script_for_driver(analysis_of(ctx), "external")
+    if as_json:
+        ui.emit_json({"script": str(path)})
+    else:
+        ui.say(str(path))
+
+
+@cli.command(help="Remove ephemeral clones left on this host by jobs that were killed."
+             + example("fairbig cleanup --dry-run"))
+@click.option("--dry-run", is_flag=True, help="only list them")
+@json_option
+@click.pass_context
+def cleanup(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    from .submit import leftovers, remove_tree
+
+    found = leftovers(analysis_of(ctx))
+    if not dry_run:
+        for _, path in found:
+            remove_tree(path)
+    if as_json:
+        ui.emit_json({"removed": [] if dry_run else [p for _, p in found],
+                      "found": [{"job_id": j, "path": p} for j, p in found]})
+    else:
+        verb = "would remove" if dry_run else "removed"
+        ui.say(f"{verb} {len(found)} leftover clone(s)")
+        for jid, path in found:
+            ui.say(f"  {jid}: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     _venv_on_path()
     dl.quiet()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -128,3 +130,33 @@ def cancel(a: Analysis, job_ids: set[str]) -> list[str]:
     for name, group in by_backend.items():
         get_backend(name, a.config).cancel(group)
     return active
+
+
+def script_for_driver(a: Analysis, driver: str) -> Path:
+    """The job body for an outside driver (Snakemake): same script, no scheduler header."""
+    from .backends.local import LocalBackend
+
+    publish(a)
+    jobs = [j.job_id for j in current_jobs(a)]
+    backend = LocalBackend(a.config)
+    backend.name = driver
+    return render_run(a, backend, jobs, dry_run=True).script
+
+
+def leftovers(a: Analysis) -> list[tuple[str, str]]:
+    """Ephemeral clones of jobs that were killed before their clean-up could run."""
+    state_dir, _, _ = paths(a)
+    here = socket.gethostname()
+    host = "".join(c for c in here if c.isalnum() or c in "._-")
+    report = current_status(a)
+    dead = {j.job_id for j in report.jobs if j.state in ("lost", "failed", "cancelled")}
+    out = []
+    for jid, rec in read_records(state_dir).items():
+        if jid in dead and rec.host == host and rec.workdir and Path(rec.workdir).exists():
+            out.append((jid, rec.workdir))
+    return sorted(out)
+
+
+def remove_tree(path: str) -> None:
+    run(["chmod", "-R", "u+w", path], check=False)
+    shutil.rmtree(path, ignore_errors=True)
