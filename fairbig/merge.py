@@ -1,0 +1,151 @@
+"""``fairbig merge``: every finished job branch into the store's main, in seconds.
+
+The tree is built with git plumbing (see :mod:`fairbig.treemerge`), checked
+for conflicts and for annexed content actually being in the encrypted
+storage *before* main moves; main then moves with one compare-and-swap
+``update-ref``, the only step that publishes anything. Everything after it
+(availability records, fast-forwarding the analysis dataset, deleting
+merged branches, repacking) is idempotent and redone by the next run if a
+merge is interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import treemerge as tm
+from .annexkeys import keys_of, missing_in
+from .dataset import Analysis
+from .errors import FairbigError
+from .planning import current_jobs
+from .proc import git
+from .results import BRANCH_PREFIX, MERGED_FILE, read_finished, read_merged_rows
+from .stores import STORAGE_SUFFIX
+from .sync import OUTPUT, store_main, sync
+
+CHUNK = 1000
+
+
+@dataclass
+class MergeOutcome:
+    merged: list[str] = field(default_factory=list)
+    identical: list[str] = field(default_factory=list)
+    outdated: list[str] = field(default_factory=list)
+    unplanned: list[str] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    commit: str = ""
+    deleted_branches: int = 0
+    dry_run: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class MergeRefused(FairbigError):
+    """Refused before anything was written; ``details`` names every path and job."""
+
+    def __init__(self, message: str, hint: str, details: list[str],
+                 outcome: MergeOutcome) -> None:
+        super().__init__(message, hint)
+        self.details = details
+        self.outcome = outcome
+
+
+def _collect(a: Analysis, out: MergeOutcome) -> list[tm.JobBranch]:
+    jobs = {j.job_id: j for j in current_jobs(a)}
+    finished = read_finished(a.output_git, a.default_branch)
+    branches = []
+    for jid, (sha, state) in sorted(finished.branches.items()):
+        job = jobs.get(jid)
+        if job is None:
+            out.unplanned.append(jid)
+        elif state != job.input_state:
+            out.outdated.append(jid)
+        else:
+            branches.append(tm.JobBranch(jid, BRANCH_PREFIX + jid, sha,
+                                         tuple(f"{o}/" for o in job.outputs)))
+    return branches
+
+
+def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
+          shared: Sequence[str] = ()) -> MergeOutcome:
+    out = MergeOutcome(dry_run=dry_run)
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        out.seconds[name] = round(time.monotonic() - clock, 3)
+        clock = time.monotonic()
+
+    if not dry_run:
+        sync(a)  # finish an interrupted earlier merge first
+    sgit, branch = a.output_git, a.default_branch
+    base = store_main(a)
+    branches = _collect(a, out)
+    lap("collect")
+    comp = tm.compute_merge(sgit, base, branches, shared)
+    out.identical = sorted(b.job_id for b in comp.identical)
+    out.merged = sorted(b.job_id for b in comp.to_merge)
+    lap("compute")
+    if comp.conflicts:
+        out.conflicts = [{"path": c.path, "jobs": list(c.jobs), "reason": c.reason}
+                         for c in comp.conflicts]
+        details = [f"{c.path}: {c.reason} ({', '.join(c.jobs)})" for c in comp.conflicts]
+        raise MergeRefused(f"{len(comp.conflicts)} conflict(s), nothing merged; first: "
+                           f"{details[0]}",
+                           "leave the jobs out with 'fairbig plan --exclude', or allow an "
+                           "identical shared file with --shared PATTERN", details, out)
+    files = keys_of(sgit, [(c.path, c.mode, c.sha) for c in comp.changes if not c.deleted])
+    job_of = {c.path: c.job_id for c in comp.changes}
+    missing = set(missing_in(a.root, OUTPUT + STORAGE_SUFFIX, sorted({f.key for f in files})))
+    for f in files:
+        if f.key in missing:
+            out.missing.setdefault(job_of[f.path], []).append(f.path)
+    lap("availability")
+    if out.missing:
+        jobs = sorted(out.missing)
+        raise MergeRefused(f"content missing in the output store for {len(jobs)} job(s), "
+                           f"nothing merged: {', '.join(jobs[:10])}",
+                           "resubmit them: delete their branches and run 'fairbig submit "
+                           "--failed'",
+                           [f"{j}: {p}" for j in jobs for p in out.missing[j]], out)
+    if dry_run or not comp.to_merge:
+        out.commit = base
+        _prune(a, comp.identical, keep_branches or dry_run, out)
+        return out
+    _add_merged_table(a, comp, branch)
+    new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
+                         message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
+                         + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
+    tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
+    out.commit = new
+    lap("write")
+    sync(a)
+    lap("sync")
+    _prune(a, [*comp.to_merge, *comp.identical], keep_branches, out)
+    lap("prune")
+    return out
+
+
+def _add_merged_table(a: Analysis, comp: tm.MergeComputation, branch: str) -> None:
+    """``.fairbig/merged.tsv`` records which input state each merged job used."""
+    merged = read_merged_rows(a.output_git, branch)
+    jobs = {j.job_id: j for j in current_jobs(a)}
+    for b in comp.to_merge:
+        merged[b.job_id] = (jobs[b.job_id].input_state, b.tip)
+    text = "job_id\tinput_state\tcommit\n" + "".join(
+        f"{j}\t{s}\t{c}\n" for j, (s, c) in sorted(merged.items()))
+    sha = git(a.output_git, "hash-object", "-w", "--stdin", input=text).stdout.strip()
+    comp.changes.append(tm.Change(MERGED_FILE, "100644", sha, ""))
+
+
+def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutcome) -> None:
+    """Delete merged branches and repack: 42k refs and loose objects make clones slow."""
+    if keep or not done:
+        return
+    lines = "".join(f"delete {b.ref} {b.tip}\n" for b in done)
+    git(a.output_git, "update-ref", "--stdin", input=lines)
+    git(a.output_git, "pack-refs", "--all")
+    git(a.output_git, "repack", "-adq", "--write-bitmap-index")
+    out.deleted_branches = len(done)
