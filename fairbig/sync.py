@@ -43,8 +43,10 @@ def sync(a: Analysis) -> int:
                            f"merge them by hand: git -C {a.root} merge {OUTPUT}/{branch}")
     gdir = a.root / ".git"
     files = keys_of(gdir, diff_entries(gdir, head, main, a.config.results))
-    run(["git", "annex", "merge"], cwd=a.root)
     record_present(a.root, OUTPUT + STORAGE_SUFFIX, sorted({f.key for f in files}))
+    # setpresentkey leaves its records in the journal; merge commits them
+    # and unites our git-annex branch with the store's before we push it.
+    run(["git", "annex", "merge"], cwd=a.root)
     run(["git", "merge", "-q", "--ff-only", f"refs/remotes/{OUTPUT}/{branch}"], cwd=a.root)
     run(["git", "push", "-q", OUTPUT, "git-annex"], cwd=a.root,
         hint="check that the output store is writable")

@@ -167,3 +167,99 @@ def test_sigkill_leaves_no_partial_branch_and_resubmit_completes(step, tmp_path_
                    capture_output=True)
     fairbig("submit", "--failed", cwd=ana)
     assert states(ana)[jid] == "done"
+
+
+def _craft_branch(ana: Path, job: str, files: dict[str, str],
+                  symlinks: dict[str, str] | None = None) -> str:
+    """A job branch made by hand in the store: as a buggy or half-finished job would."""
+    sgit = store_git(ana)
+    plan = {line.split("\t")[0]: line.split("\t")[3]
+            for line in (ana / ".fairbig" / "plan.tsv").read_text().splitlines()[1:]}
+    head = git(ana / ".git", "rev-parse", "HEAD").strip()
+    entries = []
+    for path, text in files.items():
+        sha = subprocess.run(["git", f"--git-dir={sgit}", "hash-object", "-w", "--stdin"],
+                             input=text, capture_output=True, text=True, check=True).stdout
+        entries.append(f"100644 {sha.strip()}\t{path}\0")
+    for path, target in (symlinks or {}).items():
+        sha = subprocess.run(["git", f"--git-dir={sgit}", "hash-object", "-w", "--stdin"],
+                             input=target, capture_output=True, text=True, check=True).stdout
+        entries.append(f"120000 {sha.strip()}\t{path}\0")
+    env = {**os.environ, "GIT_INDEX_FILE": str(ana / ".fairbig" / "work" / f"idx-{job}")}
+    subprocess.run(["git", f"--git-dir={sgit}", "read-tree", head], env=env, check=True)
+    subprocess.run(["git", f"--git-dir={sgit}", "update-index", "-z", "--index-info"],
+                   input="".join(entries), text=True, env=env, check=True)
+    tree = subprocess.run(["git", f"--git-dir={sgit}", "write-tree"], env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    msg = f"[DATALAD RUNCMD] fairbig job {job} (input {plan[job]})"
+    commit = subprocess.run(["git", f"--git-dir={sgit}", "commit-tree", tree, "-p", head,
+                             "-m", msg], capture_output=True, text=True, check=True
+                            ).stdout.strip()
+    git(sgit, "update-ref", f"refs/heads/job-{job}", commit)
+    return commit
+
+
+def test_merge_refuses_conflicts_naming_jobs_and_path(run, ukb_input):
+    ana = run["ana"]
+    sgit = store_git(ana)
+    a, b = ukb_input["ids"][:2]
+    main_before = git(sgit, "rev-parse", "refs/heads/master").strip()
+    saved = {j: git(sgit, "rev-parse", f"refs/heads/job-{j}").strip() for j in (a, b)}
+    try:
+        _craft_branch(ana, a, {"results/shared.txt": "from a\n"})
+        _craft_branch(ana, b, {"results/shared.txt": "from b\n"})
+        proc = fairbig("merge", "--shared", "results/shared.txt", cwd=ana, check=False)
+        assert proc.returncode != 0
+        assert "results/shared.txt" in proc.stderr and a in proc.stderr and b in proc.stderr
+        assert "written by several jobs" in proc.stderr
+        outside = fairbig("merge", cwd=ana, check=False)
+        assert outside.returncode != 0 and "outside the job's area" in outside.stderr
+        assert git(sgit, "rev-parse", "refs/heads/master").strip() == main_before
+    finally:
+        for j, sha in saved.items():
+            git(sgit, "update-ref", f"refs/heads/job-{j}", sha)
+
+
+def test_merge_refuses_branch_with_missing_content(run, ukb_input):
+    ana = run["ana"]
+    sgit = store_git(ana)
+    victim = ukb_input["ids"][2]
+    main_before = git(sgit, "rev-parse", "refs/heads/master").strip()
+    saved = git(sgit, "rev-parse", f"refs/heads/job-{victim}").strip()
+    key = "MD5E-s6--0123456789abcdef0123456789abcdef.txt"
+    try:
+        _craft_branch(ana, victim, {}, {
+            f"results/{victim}/never-pushed.txt": f"../../.git/annex/objects/xx/yy/{key}/{key}"})
+        proc = fairbig("merge", cwd=ana, check=False)
+        assert proc.returncode != 0
+        assert "content missing" in proc.stderr and victim in proc.stderr
+        assert f"results/{victim}/never-pushed.txt" in proc.stderr
+        assert git(sgit, "rev-parse", "refs/heads/master").strip() == main_before
+    finally:
+        git(sgit, "update-ref", f"refs/heads/job-{victim}", saved)
+
+
+def test_merge_brings_every_result_into_main(run, ukb_input, tmp_path):
+    ana = run["ana"]
+    sgit = store_git(ana)
+    out = json.loads(fairbig("merge", "--json", cwd=ana).stdout)
+    assert sorted(out["merged"]) == sorted(ukb_input["ids"])
+    assert git(sgit, "for-each-ref", "refs/heads/job-*") == ""  # branches pruned
+    assert set(states(ana).values()) == {"merged"}
+    log = git(sgit, "log", "--format=%s", "refs/heads/master")
+    for jid in ukb_input["ids"]:
+        assert f"fairbig job {jid} (input" in log  # every run record reachable from main
+    clone = tmp_path / "fresh"
+    cfg = cfgmod.load(ana / "fairbig.yaml")
+    ident = subprocess.run(["git", "config", "-f", str(ana / ".datalad" / "config"),
+                            "datalad.dataset.id"], capture_output=True, text=True).stdout.strip()
+    subprocess.run([str(BIN / "datalad"), "clone", f"{cfg.stores.output}#{ident}", str(clone)],
+                   check=True, capture_output=True)
+    got = subprocess.run([str(BIN / "datalad"), "get", "results"], cwd=clone,
+                         capture_output=True, text=True)
+    assert got.returncode == 0, got.stdout + got.stderr
+    missing = subprocess.run(["git", "annex", "find", "--not", "--in", "here", "results"],
+                             cwd=clone, capture_output=True, text=True, check=True).stdout
+    assert missing == ""
+    again = json.loads(fairbig("merge", "--json", cwd=ana).stdout)
+    assert again["merged"] == []
