@@ -27,6 +27,7 @@ GITATTRIBUTES = """\
 {results}/** annex.largefiles=anything
 # fairbig's own bookkeeping is small text kept in git.
 .fairbig/** annex.largefiles=nothing
+fairbig.yaml annex.largefiles=nothing
 """
 PLAINTEXT_NOTE = ("Encrypted at rest: the content of every annexed result file. "
                   "Readable by anyone with access to the output store: file names, folder "

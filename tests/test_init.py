@@ -82,10 +82,14 @@ def test_encryption_at_rest(analysis: Path, tmp_path: Path, lab_key: str):
     reader = tmp_path / "reader"
     sh("datalad", "clone", f"{cfg.stores.output}#{dsid(analysis)}", str(reader), env=env)
     sh("git", "checkout", "-q", "probe", cwd=reader)
+    # the writer pushed no location log: learn it from the store (no decryption needed)
+    sh("git", "annex", "fsck", "--fast", "--from", "output-storage", "results/probe", cwd=reader,
+       env=env)
     start = time.monotonic()
     nokey = sh("git", "annex", "get", "results/probe/marker.txt", cwd=reader, env=env,
                check=False)
     assert nokey.returncode != 0
+    assert "gpg" in (nokey.stdout + nokey.stderr).lower()
     assert time.monotonic() - start < 30
     assert not (reader / "results" / "probe" / "marker.txt").exists()
     withkey = sh("git", "annex", "get", "results/probe/marker.txt", cwd=reader)
