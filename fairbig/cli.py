@@ -364,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     dl.quiet()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="fairbig", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="fairbig", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            return rc  # ctx.exit(N) arrives here as a return value
     except FairbigError as exc:
         if debug:
             raise

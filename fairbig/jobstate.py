@@ -27,6 +27,7 @@ class JobRecord:
     started: int
     updated: int
     workdir: str
+    input_state: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Submission:
     backend: str
     backend_id: str
     submitted: float
+    input_state: str = ""
 
 
 def read_records(state_dir: Path) -> dict[str, JobRecord]:

@@ -49,6 +49,11 @@ def classify(job: Job, finished: Finished, record: JobRecord | None,
     branch = finished.branches.get(jid)
     if branch and branch[1] == job.input_state:
         return JobStatus(jid, "done")
+    # records of an attempt on another input state say nothing about this one
+    if record and record.input_state and record.input_state != job.input_state:
+        record = None
+    if sub and sub.input_state and sub.input_state != job.input_state:
+        sub = None
     bid = (record.backend_id if record else "") or (sub.backend_id if sub else "")
     if record and sub and record.updated < sub.submitted - 1:
         record = None  # a record of an earlier attempt; this attempt has not started
@@ -87,7 +92,7 @@ def classify(job: Job, finished: Finished, record: JobRecord | None,
 def report(jobs: Sequence[Job], finished: Finished, records: dict[str, JobRecord],
            subs: dict[str, Submission], views: dict[str, BackendView],
            log_dir: Path, cancelled: set[str] | frozenset[str] = frozenset(),
-           tail: int = 5) -> StatusReport:
+           tail: int = 12) -> StatusReport:
     rows = [classify(j, finished, records.get(j.job_id), subs.get(j.job_id),
                      views.get(j.job_id), j.job_id in cancelled) for j in jobs]
     counts = Counter(r.state for r in rows)

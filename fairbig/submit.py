@@ -6,7 +6,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .backends.base import Backend, BackendView, SubmitRequest, get_backend
@@ -84,9 +84,14 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
     run_dir.mkdir(parents=True)
     (run_dir / "jobs.txt").write_text("".join(f"{j}\n" for j in job_ids))
     cfg = a.config
+    states = {j.job_id: j.input_state for j in current_jobs(a)}
+
+    def record(subs: list[Submission]) -> None:
+        append_submissions(paths(a)[2], [replace(s, input_state=states.get(s.job_id, ""))
+                                         for s in subs])
+
     req = SubmitRequest(job_ids, run_dir / "job.sh", run_dir, log_dir, state_dir,
-                        record=lambda subs: append_submissions(paths(a)[2], subs),
-                        dry_run=dry_run)
+                        record=record, dry_run=dry_run)
     commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
     ctx = JobContext(
         input_url=a.input_store.clone_url(a.dataset_id), output_url=str(a.output_git),

@@ -113,7 +113,8 @@ def test_corrupt_record_fails_then_fix_completes(run, ukb_input):
     assert out["changed"] == [victim]
     before = {r: git(store_git(ana), "rev-parse", r).strip()
               for r in (f"refs/heads/job-{j}" for j in ukb_input["ids"][1:])}
-    fairbig("submit", "--failed", cwd=ana)
+    assert states(ana)[victim] == "planned"  # a new input state: a new job
+    fairbig("submit", cwd=ana)
     assert set(states(ana).values()) == {"done"}
     after = {r: git(store_git(ana), "rev-parse", r).strip() for r in before}
     assert before == after  # the others were not re-run
