@@ -1,0 +1,131 @@
+"""The SLURM backend against a real single-node slurmctld/slurmd (scripts/slurm-up)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fairbig import config as cfgmod
+
+from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, load_generator
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    from .slurm_cluster import ensure_slurm, slurm_available
+
+    if not slurm_available():
+        pytest.skip("needs root on Linux to start the test cluster")
+    ensure_slurm(None)
+    yield
+    ensure_slurm(None)
+
+
+def configure(ana: Path, **settings: object) -> None:
+    cfgmod.update_file(ana / "fairbig.yaml", {"backend.name": "slurm",
+                                               "backend.slurm.mem": "300M", **settings})
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "slurm settings"], cwd=ana, check=True,
+                   capture_output=True)
+
+
+def counts(ana: Path) -> dict[str, int]:
+    return json.loads(fairbig("status", "--json", cwd=ana).stdout)["counts"]
+
+
+def wait_idle(ana: Path, timeout: float = 300) -> list[dict[str, int]]:
+    """Poll status until nothing is queued or running; returns every distinct view."""
+    seen: list[dict[str, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = counts(ana)
+        if not seen or seen[-1] != c:
+            seen.append(c)
+        if c["queued"] + c["running"] == 0:
+            return seen
+        time.sleep(1)
+    pytest.fail(f"jobs still active after {timeout} s: {seen[-1]}")
+
+
+def test_ukb_mini_through_arrays_with_exact_counts(slurm, tmp_path, ukb_input, image, lab_key):
+    ana = init_analysis(tmp_path, ukb_input, image, lab_key)
+    configure(ana, **{"backend.slurm.throttle": 2})
+    fairbig("plan", cwd=ana)
+    out = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
+    assert out["backend"] == "slurm" and len(out["submitted"]) == 4
+    assert len(out["backend_ids"]) == 4 and all("_" in b for b in out["backend_ids"])
+    seen = wait_idle(ana)
+    n = len(ukb_input["ids"])
+    for c in seen:  # every view accounts for every job exactly once
+        assert sum(c.values()) == n
+        assert c["running"] <= 2  # the %2 throttle
+    assert any(c["queued"] or c["running"] for c in seen)
+    assert seen[-1]["done"] == n
+    run_dir = Path(out["run_dir"])
+    header = (run_dir / "job.sh").read_text()
+    assert "#SBATCH --mem=300M" in header and "#SBATCH --array" not in header
+    assert "--array=0-3%2" in (run_dir / "submit.sh").read_text()
+
+
+def test_failure_timeout_cancel_then_resubmit(slurm, tmp_path, ukb_input, image, lab_key):
+    ids = ukb_input["ids"]
+    # job 0 fails (its command exits 1), job 1 sleeps past the 1-minute limit,
+    # job 2 sleeps long and is cancelled, job 3 succeeds.
+    cmd = ("sh -c 'case {subject} in " + f"{ids[0]}) exit 1;; {ids[1]}) sleep 150;; "
+           f"{ids[2]}) sleep 300;; esac; " + UKB_COMMAND + "'")
+    ana = init_analysis(tmp_path, ukb_input, image, lab_key, command=cmd)
+    configure(ana, **{"backend.slurm.time": "00:01:00"})
+    fairbig("plan", cwd=ana)
+    fairbig("submit", cwd=ana)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        st = {j["job_id"]: j for j in json.loads(
+            fairbig("status", "--json", cwd=ana).stdout)["jobs"]}
+        if st[ids[2]]["state"] == "running" and st[ids[2]]["step"] == "run":
+            break
+        time.sleep(1)
+    cancelled = json.loads(fairbig("cancel", ids[2], "--json", cwd=ana).stdout)["cancelled"]
+    assert cancelled == [ids[2]]
+    wait_idle(ana, timeout=240)
+    rep = json.loads(fairbig("status", "--json", cwd=ana).stdout)
+    st = {j["job_id"]: j for j in rep["jobs"]}
+    assert st[ids[0]]["state"] == "failed" and rep["failures"][ids[0]]
+    assert st[ids[1]]["state"] == "failed" and "TIMEOUT" in st[ids[1]]["detail"]
+    assert st[ids[2]]["state"] == "cancelled"
+    assert st[ids[3]]["state"] == "done"
+    # a working pipeline and a sane time limit: only the three are resubmitted
+    cfgmod.update_file(ana / "fairbig.yaml", {"command": UKB_COMMAND,
+                                               "backend.slurm.time": "00:10:00"})
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "fixed"], cwd=ana, check=True,
+                   capture_output=True)
+    fairbig("plan", cwd=ana)
+    out = json.loads(fairbig("submit", "--failed", "--json", cwd=ana).stdout)
+    assert sorted(out["submitted"]) == sorted(ids[:3])
+    wait_idle(ana)
+    assert counts(ana)["done"] == 4
+
+
+def test_arrays_split_by_max_array_size(slurm, tmp_path_factory, image, lab_key):
+    from .slurm_cluster import ensure_slurm
+
+    base = tmp_path_factory.mktemp("split")
+    gen = load_generator()
+    store = f"ria+file://{base}/input-store"
+    ids = gen.generate(base / "ukb", 12, 3, store)
+    ana = init_analysis(base, {"url": f"{store}#~ukb"}, image, lab_key)
+    configure(ana)
+    fairbig("plan", cwd=ana)
+    ensure_slurm(5)
+    try:
+        out = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
+        arrays = json.loads((Path(out["run_dir"]) / "arrays.json").read_text())
+        assert [a["count"] for a in arrays] == [5, 5, 2]
+        wait_idle(ana, timeout=400)
+    finally:
+        ensure_slurm(None)
+    assert counts(ana)["done"] == len(ids)
