@@ -1,0 +1,109 @@
+"""The HTCondor backend against a real pool (scripts/condor-up): DAGs, throttles, resubmits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fairbig import config as cfgmod
+
+from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis
+
+pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    from .condor_pool import condor_available, ensure_condor
+
+    if not condor_available():
+        pytest.skip("needs root, namespaces and the htcondor bindings for the test pool")
+    env = ensure_condor()
+    old = os.environ.get("CONDOR_CONFIG")
+    os.environ.update(env)
+    yield env
+    if old is None:
+        os.environ.pop("CONDOR_CONFIG", None)
+    else:
+        os.environ["CONDOR_CONFIG"] = old
+
+
+def configure(ana: Path, **settings: object) -> None:
+    cfgmod.update_file(ana / "fairbig.yaml", {"backend.name": "htcondor",
+                                               "backend.htcondor.request_memory": "300MB",
+                                               "backend.htcondor.request_disk": "100MB",
+                                               **settings})
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "htcondor settings"], cwd=ana,
+                   check=True, capture_output=True)
+
+
+def status(ana: Path) -> dict:
+    return json.loads(fairbig("status", "--json", cwd=ana).stdout)
+
+
+def wait_idle(ana: Path, timeout: float = 400) -> list[dict[str, int]]:
+    seen: list[dict[str, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = status(ana)["counts"]
+        if not seen or seen[-1] != c:
+            seen.append(c)
+        if c["queued"] + c["running"] == 0:
+            return seen
+        time.sleep(1)
+    pytest.fail(f"jobs still active after {timeout} s: {seen[-1]}")
+
+
+def max_overlap(records: list[dict]) -> int:
+    events = sorted([(r["started"], 1) for r in records] + [(r["updated"], -1) for r in records],
+                    key=lambda e: (e[0], e[1]))
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_ukb_mini_through_a_dag_with_throttle(pool, tmp_path, ukb_input, image, lab_key):
+    ana = init_analysis(tmp_path, ukb_input, image, lab_key)
+    configure(ana, **{"backend.htcondor.maxjobs": 2})
+    fairbig("plan", cwd=ana)
+    out = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
+    assert out["backend"] == "htcondor" and len(out["submitted"]) == 4
+    dag = (Path(out["run_dir"]) / "fairbig.dag").read_text()
+    assert all(f"JOB {j} job.sub" in dag for j in ukb_input["ids"])
+    seen = wait_idle(ana)
+    n = len(ukb_input["ids"])
+    assert all(sum(c.values()) == n for c in seen)
+    assert seen[-1]["done"] == n, seen
+    state_dir = ana / ".fairbig" / "work" / "state"
+    records = [json.loads(p.read_text()) for p in state_dir.glob("*.json")]
+    assert len(records) == n and max_overlap(records) <= 2
+
+
+def test_failed_node_resubmitted_alone(pool, tmp_path, ukb_input, image, lab_key):
+    ids = ukb_input["ids"]
+    cmd = f"sh -c '[ {{subject}} = {ids[0]} ] && exit 1; {UKB_COMMAND}'"
+    ana = init_analysis(tmp_path, ukb_input, image, lab_key, command=cmd)
+    configure(ana)
+    fairbig("plan", cwd=ana)
+    fairbig("submit", cwd=ana)
+    wait_idle(ana)
+    rep = status(ana)
+    st = {j["job_id"]: j["state"] for j in rep["jobs"]}
+    assert st[ids[0]] == "failed" and rep["failures"][ids[0]]
+    assert [st[j] for j in ids[1:]] == ["done"] * 3
+    cfgmod.update_file(ana / "fairbig.yaml", {"command": UKB_COMMAND})
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "fix"], cwd=ana, check=True,
+                   capture_output=True)
+    fairbig("plan", cwd=ana)
+    out = json.loads(fairbig("submit", "--failed", "--json", cwd=ana).stdout)
+    assert out["submitted"] == [ids[0]]
+    assert f"JOB {ids[1]} " not in (Path(out["run_dir"]) / "fairbig.dag").read_text()
+    wait_idle(ana)
+    assert status(ana)["counts"]["done"] == 4
