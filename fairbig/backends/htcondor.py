@@ -69,6 +69,8 @@ class HTCondorBackend(Backend):
             options["AddToEnv"] = f"CONDOR_CONFIG={os.environ['CONDOR_CONFIG']}"
         try:
             submit = htcondor2.Submit.from_dag(str(dag), options)
+            # DAGMan resolves the nodes' relative submit file from its working dir
+            submit["initialdir"] = str(req.run_dir)
             result = htcondor2.Schedd().submit(submit)
         except Exception as exc:  # the bindings raise HTCondorException and friends
             raise FairbigError(f"submitting the DAG failed: {exc}",
