@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import CommandError
+
 DELETED = "000000"
 GITLINK = "160000"
 WHOLE_BRANCH = "."  # Conflict.path when a whole branch is refused
@@ -35,16 +37,12 @@ CLASH = "file/directory clash"
 BASE_CHANGED = "changed on base since the job's fork point"
 
 
-class GitError(RuntimeError):
+class GitError(CommandError):
     """A git command failed; carries what ran, its exit code and its stderr."""
 
     def __init__(self, cmd: Sequence[str], returncode: int, stderr: str) -> None:
-        self.cmd = list(cmd)
-        self.returncode = returncode
-        self.stderr = stderr
-        shown = " ".join(self.cmd[:6]) + (" …" if len(self.cmd) > 6 else "")
-        super().__init__(f"`{shown}` failed with exit code {returncode}: "
-                         f"{stderr.strip() or 'no output'}")
+        super().__init__(list(cmd), returncode, stderr,
+                         "check the output store's repository with 'git fsck'")
 
 
 @dataclass(frozen=True)
