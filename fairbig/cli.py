@@ -302,21 +302,17 @@ def rerun(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, seed
 @json_option
 @click.pass_context
 def compare(ctx: click.Context, a: str, b: str, show_all: bool, as_json: bool) -> None:
-    from .compare import compare as do_compare
-    from .compare import read_results, resolve_side
+    from .compare import STATUSES, compare_sides
 
-    try:
-        sa, sb = resolve_side(a), resolve_side(b)
-    except ValueError as exc:
-        raise FairbigError(str(exc)) from exc
-    comp = do_compare(read_results(sa), read_results(sb))
+    comp = compare_sides(a, b)
     data = comp.to_json()
     if as_json:
         ui.emit_json(data)
     else:
-        ui.table("compare", list(data["summary"]), [list(data["summary"].values())])
-        rows = [(p, s) for p, s in sorted(comp.file_statuses().items())
-                if show_all or s != "identical"]
+        ui.table("compare", ["level", *STATUSES],
+                 [[lvl, *(counts.get(k, "-") for k in STATUSES)]
+                  for lvl, counts in data["summary"].items()])
+        rows = sorted(comp.files.items()) if show_all else list(comp.problems())
         if rows:
             ui.table("files", ["file", "status"], rows)
     if not comp.identical:
