@@ -57,20 +57,39 @@ def resolve_side(spec: str) -> Side:
 
 def read_results(side: Side, root: str = "results") -> dict[str, str]:
     """Path -> content identity (annex key, ``git:<blob>`` or ``link:<blob>``)."""
-    out = git(side.git_dir, "ls-tree", "-r", "-z", "--full-tree", side.ref, "--", root).stdout
-    ident: dict[str, str] = {}
-    links: list[tuple[str, str]] = []
+    return identities(side, _listing(side, [root]))
+
+
+def _listing(side: Side, paths: list[str]) -> dict[str, tuple[str, str]]:
+    """Path -> (mode, object sha) below ``paths``, one ``ls-tree`` call."""
+    out = git(side.git_dir, "ls-tree", "-r", "-z", "--full-tree", side.ref, "--",
+              *paths).stdout
+    entries = {}
     for rec in filter(None, out.split("\0")):
         meta, _, path = rec.partition("\t")
         mode, _, sha = meta.split()
-        if mode == SYMLINK:
-            links.append((path, sha))
-        else:
-            ident[path] = f"git:{sha}"
+        entries[path] = (mode, sha)
+    return entries
+
+
+def identities(side: Side, entries: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Resolve annex symlinks to their keys (one ``cat-file --batch`` for all)."""
+    links = [(p, sha) for p, (mode, sha) in entries.items() if mode == SYMLINK]
+    ident = {p: f"git:{sha}" for p, (mode, sha) in entries.items() if mode != SYMLINK}
     for (path, sha), target in zip(links, blob_texts(side.git_dir, [s for _, s in links]),
                                    strict=True):
         ident[path] = os.path.basename(target) if looks_like_key(target) else f"link:{sha}"
     return ident
+
+
+def _units(side: Side, root: str) -> dict[str, str]:
+    """Job folder -> tree sha: equal shas mean equal content, nothing below to read."""
+    res = git(side.git_dir, "ls-tree", "-z", f"{side.ref}:{root}", check=False)
+    out = {}
+    for rec in filter(None, res.stdout.split("\0")):
+        meta, _, name = rec.partition("\t")
+        out[f"{root}/{name}"] = meta.split()[2]
+    return out
 
 
 def _backend(ident: str) -> str:
@@ -111,8 +130,8 @@ class Comparison:
 
 
 def _unit(path: str, depth: int) -> str:
-    parts = path.split("/")
-    return "/".join(parts[1:1 + depth]) if len(parts) > depth else parts[0]
+    """The job folder of a path: ``results/<job>`` for depth 1."""
+    return "/".join(path.split("/")[:1 + depth])
 
 
 def compare(a: dict[str, str], b: dict[str, str], unit_depth: int = 1) -> Comparison:
@@ -137,9 +156,41 @@ def compare(a: dict[str, str], b: dict[str, str], unit_depth: int = 1) -> Compar
     return Comparison(files, units, summary)
 
 
-def compare_sides(a: str, b: str) -> Comparison:
+def compare_sides(a: str, b: str, root: str = "results") -> Comparison:
+    """Compare two computations reading as little as possible.
+
+    Job folders whose tree objects are equal are identical without looking
+    inside; in the others, files with equal blob objects are identical, and
+    only the remaining annex symlinks are read to tell keys apart.
+    """
     try:
         sa, sb = resolve_side(a), resolve_side(b)
     except ValueError as exc:
         raise FairbigError(str(exc)) from exc
-    return compare(read_results(sa), read_results(sb))
+    ua, ub = _units(sa, root), _units(sb, root)
+    same = {u for u, sha in ua.items() if ub.get(u) == sha}
+    rest = (ua.keys() | ub.keys()) - same
+    whole = len(rest) > 1000  # pathspecs beyond that cost more than one full listing
+    la = _listing(sa, [root] if whole else sorted(rest)) if rest else {}
+    lb = _listing(sb, [root] if whole else sorted(rest)) if rest else {}
+    la = {p: v for p, v in la.items() if _unit(p, 1) in rest or not whole}
+    lb = {p: v for p, v in lb.items() if _unit(p, 1) in rest or not whole}
+    differing = {p for p in la.keys() & lb.keys() if la[p] != lb[p]}
+    ia = identities(sa, {p: la[p] for p in differing})
+    ib = identities(sb, {p: lb[p] for p in differing})
+    ia.update({p: f"same:{v[1]}" for p, v in la.items() if p not in differing})
+    ib.update({p: f"same:{v[1]}" for p, v in lb.items() if p not in differing})
+    comp = compare(ia, ib)
+    if same:
+        counts = _file_counts(sa, root, same)
+        comp.units.update(dict.fromkeys(same, "identical"))
+        comp.summary["units"]["identical"] += len(same)
+        comp.summary["files"]["identical"] += sum(counts.values())
+    return comp
+
+
+def _file_counts(side: Side, root: str, units: set[str]) -> dict[str, int]:
+    out = git(side.git_dir, "ls-tree", "-r", "-z", "--name-only", "--full-tree", side.ref,
+              "--", root).stdout
+    counts = Counter(_unit(p, 1) for p in out.split("\0") if p)
+    return {u: counts[u] for u in units}
