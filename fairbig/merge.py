@@ -14,8 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import treemerge as tm
+from . import ui
 from .annexkeys import keys_of, missing_in
 from .dataset import Analysis
 from .errors import FairbigError
@@ -26,6 +28,7 @@ from .stores import STORAGE_SUFFIX
 from .sync import OUTPUT, store_main, sync
 
 CHUNK = 1000
+REPACK_LOOSE = 2000  # loose objects, not refs, are what slow clones down
 
 
 @dataclass
@@ -77,12 +80,14 @@ def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
         nonlocal clock
         out.seconds[name] = round(time.monotonic() - clock, 3)
         clock = time.monotonic()
+        ui.step(f"merge: {name} done ({out.seconds[name]:.2f} s)")
 
     if not dry_run:
         sync(a)  # finish an interrupted earlier merge first
     sgit, branch = a.output_git, a.default_branch
     base = store_main(a)
     branches = _collect(a, out)
+    ui.step(f"merge: {len(branches)} job branch(es) to consider")
     lap("collect")
     comp = tm.compute_merge(sgit, base, branches, shared)
     out.identical = sorted(b.job_id for b in comp.identical)
@@ -147,5 +152,13 @@ def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutc
     lines = "".join(f"delete {b.ref} {b.tip}\n" for b in done)
     git(a.output_git, "update-ref", "--stdin", input=lines)
     git(a.output_git, "pack-refs", "--all")
-    git(a.output_git, "repack", "-adq", "--write-bitmap-index")
     out.deleted_branches = len(done)
+    if loose_objects(a.output_git) > REPACK_LOOSE:
+        ui.step("repacking the output store")
+        git(a.output_git, "repack", "-adq", "--write-bitmap-index")
+
+
+def loose_objects(git_dir: Path) -> int:
+    stats = git(git_dir, "count-objects", "-v").stdout
+    return int(next(line.split()[1] for line in stats.splitlines()
+                    if line.startswith("count:")))
