@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""The whole ``fairbig merge`` at UK Biobank scale (target ≤ 60 s, ≤ 1 GiB).
+
+A real analysis (fairbig init, encrypted output store, one real job), then a
+plan of N jobs and N synthetic job branches written into the output store
+with one ``git fast-import`` stream (three files each, one an annex symlink
+to content that really is in the encrypted storage). Times ``fairbig merge``
+as a user runs it, and separately the availability check for N distinct
+keys (the synthetic branches share one key, which the merge checks once).
+Usage: ``python benchmarks/bench_merge_full.py [--jobs N] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("FAIRBIG_VENV", REPO / ".venv")) / "bin"
+
+
+def sh(*args: str, cwd: Path | None = None, input: bytes | None = None) -> str:
+    return subprocess.run(args, cwd=cwd, input=input, check=True,
+                          capture_output=True).stdout.decode()
+
+
+def timed(*args: str, cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    sh(*args, cwd=cwd)
+    return round(time.perf_counter() - t0, 2)
+
+
+def setup(base: Path) -> tuple[Path, Path, str]:
+    os.environ["GNUPGHOME"] = str(base / "gnupg")
+    (base / "gnupg").mkdir(mode=0o700)
+    sh("gpg", "--batch", "--passphrase", "", "--quick-gen-key", "bench <b@b>", "default",
+       "default", "never")
+    fpr = next(line.split(":")[9] for line in sh("gpg", "--with-colons", "--list-keys")
+               .splitlines() if line.startswith("fpr"))
+    sh(str(REPO / "containers" / "build-image"), str(base / "img.tar"))
+    spec = importlib.util.spec_from_file_location(
+        "gen", REPO / "examples" / "ukb-mini" / "generate_input.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    gen.generate(base / "ukb", 1, 1, f"ria+file://{base}/in")
+    ana = base / "ana"
+    sh(str(BIN / "fairbig"), "init", str(ana), "--input", f"ria+file://{base}/in#~ukb",
+       "--container", str(base / "img.tar"), "--input-store", f"{base}/in",
+       "--output-store", f"{base}/out", "--encrypt-to", fpr, "--command",
+       "sh code/process_subject.sh {input_dir} {output_dir}", "--code",
+       str(REPO / "examples" / "ukb-mini" / "code" / "process_subject.sh"))
+    sh(str(BIN / "fairbig"), "plan", cwd=ana)
+    sh(str(BIN / "fairbig"), "submit", cwd=ana)
+    dsid = sh("git", "config", "-f", str(ana / ".datalad" / "config"),
+              "datalad.dataset.id").strip()
+    store = base / "out" / dsid[:3] / dsid[3:]
+    real = sh("git", f"--git-dir={store}", "for-each-ref", "--format=%(refname)",
+              "refs/heads/job-*").split()[0]
+    link = next(line for line in sh("git", f"--git-dir={store}", "ls-tree", "-r", real,
+                                    "results").splitlines() if line.startswith("120000"))
+    target = sh("git", f"--git-dir={store}", "cat-file", "blob", link.split()[2])
+    return ana, store, target
+
+
+def synthesize(ana: Path, store: Path, target: str, n: int) -> list[str]:
+    plan = (ana / ".fairbig" / "plan.tsv").read_text().splitlines()
+    ids = [str(2_000_000 + i) for i in range(n)]
+    rows = [f"{j}\t{j}\t\t{hashlib.sha1(j.encode()).hexdigest()}\tinputs/data/{j}\t"
+            f"results/{j}\tsh code/process_subject.sh inputs/data/{j} results/{j}" for j in ids]
+    (ana / ".fairbig" / "plan.tsv").write_text("\n".join(plan + rows) + "\n")
+    sh(str(BIN / "datalad"), "save", "-m", "bench plan", ".fairbig/plan.tsv", cwd=ana)
+    sh("git", "push", "-q", "output", "HEAD", cwd=ana)
+    head = sh("git", "rev-parse", "HEAD", cwd=ana).strip()
+    stream = []
+    for j, row in zip(ids, rows, strict=True):
+        msg = f"[DATALAD RUNCMD] fairbig job {j} (input {row.split(chr(9))[3]})"
+        rel = "../../.git/annex/objects/" + target.split(".git/annex/objects/", 1)[1]
+        stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> 0 +0000\n"
+                      f"data {len(msg)}\n{msg}\nfrom {head}\n"
+                      f"M 100644 inline results/{j}/a.txt\ndata 2\n{j[-1]}\n\n"
+                      f"M 100644 inline results/{j}/b.txt\ndata 3\nb{j[-1]}\n\n"
+                      f"M 120000 inline results/{j}/k.txt\ndata {len(rel)}\n{rel}\n")
+    sh("git", f"--git-dir={store}", "fast-import", "--quiet", input="".join(stream).encode())
+    return ids
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=42_767)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        ana, store, target = setup(base)
+        ids = synthesize(ana, store, target, args.jobs)
+        clone_before = timed("git", "clone", "-q", "--no-local", "--no-checkout", str(store),
+                             str(base / "c1"))
+        t0 = time.perf_counter()
+        out = json.loads(sh(str(BIN / "fairbig"), "merge", "--json", cwd=ana))
+        merge_s = round(time.perf_counter() - t0, 2)
+        keys = "".join(f"MD5E-s1--{i:032x}\n" for i in range(args.jobs)).encode()
+        t0 = time.perf_counter()
+        subprocess.run(["git", "annex", "checkpresentkey", "--batch", "output-storage"],
+                       cwd=ana, input=keys, capture_output=True, check=True)
+        check_s = round(time.perf_counter() - t0, 2)
+        result = {
+            "jobs": args.jobs, "merged": len(out["merged"]), "merge_s": merge_s,
+            "phases_s": out["seconds"], "distinct_key_check_s": check_s,
+            "peak_child_rss_mib": round(
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+            "log_1_s": timed("git", f"--git-dir={store}", "log", "-1", "HEAD"),
+            "log_path_s": timed("git", f"--git-dir={store}", "log", "--oneline", "HEAD", "--",
+                                f"results/{ids[len(ids) // 2]}"),
+            "clone_before_s": clone_before,
+            "clone_after_s": timed("git", "clone", "-q", "--no-local", "--no-checkout",
+                                   str(store), str(base / "c2")),
+        }
+    print(json.dumps(result, indent=2) if args.json else
+          "\n".join(f"{k:>20}: {v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
