@@ -18,7 +18,7 @@ demo: $(STAMP)
 	@examples/ukb-mini/run
 
 lint: $(STAMP)
-	@$(VENV)/bin/ruff check fairbig tests benchmarks examples workflows
+	@$(VENV)/bin/ruff check .
 
 test: lint
 	@$(PY) -m pytest -q $(PYTEST_ARGS)
