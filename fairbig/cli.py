@@ -56,28 +56,46 @@ def cli(ctx: click.Context, directory: Path | None, debug: bool) -> None:
 @click.option("--container", required=True, type=click.Path(path_type=Path),
               help="container image (rootfs tarball)")
 @click.option("--container-name", default="", help="name to register it under")
-@click.option("--command", required=True,
+@click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True),
+              help="take settings from this fairbig.yaml; flags given here win")
+@click.option("--command", default=None,
               help="pipeline call; placeholders {subject} {session} {job} {input_dir} "
               "{output_dir}")
-@click.option("--input-store", required=True, help="RIA store jobs clone from")
-@click.option("--output-store", required=True, help="RIA store results go to (encrypted)")
-@click.option("--encrypt-to", "keys", multiple=True, required=True,
+@click.option("--input-store", default=None, help="RIA store jobs clone from")
+@click.option("--output-store", default=None, help="RIA store results go to (encrypted)")
+@click.option("--encrypt-to", "keys", multiple=True,
               help="lab GPG key fingerprint (repeat for several)")
 @click.option("--code", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="file or folder to copy into code/ (repeatable)")
-@click.option("--layout", type=click.Choice(["auto", "ukb", "bids"]), default="auto")
-@click.option("--by", type=click.Choice(["subject", "session"]), default="subject")
-@click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default="local")
+@click.option("--layout", type=click.Choice(["auto", "ukb", "bids"]), default=None)
+@click.option("--by", type=click.Choice(["subject", "session"]), default=None)
+@click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default=None)
 @json_option
-def init(target: Path, source: str, container: Path, container_name: str, command: str,
-         input_store: str, output_store: str, keys: tuple[str, ...], code: tuple[Path, ...],
-         layout: str, by: str, backend: str, as_json: bool) -> None:
+def init(target: Path, source: str, container: Path, container_name: str,
+         config_file: Path | None, command: str | None, input_store: str | None,
+         output_store: str | None, keys: tuple[str, ...], code: tuple[Path, ...],
+         layout: str | None, by: str | None, backend: str | None, as_json: bool) -> None:
+    from . import config as cfgmod
     from .init import InitOptions
     from .init import init as do_init
 
-    res = do_init(InitOptions(target, source, str(container), command, input_store,
-                              output_store, list(keys), container_name, list(code), layout,
-                              by, backend), step=ui.step)
+    base = config_file.read_text() if config_file else ""
+    given = cfgmod.from_partial(base) if base else cfgmod.Config()
+    values = {
+        "--command": command or given.command,
+        "--input-store": input_store or given.stores.input,
+        "--output-store": output_store or given.stores.output,
+        "--encrypt-to": list(keys) or given.encryption.keys,
+    }
+    missing = [flag for flag, v in values.items() if not v]
+    if missing:
+        raise FairbigError(f"missing {', '.join(missing)}",
+                           "give them as options or in the file passed with --config")
+    res = do_init(InitOptions(
+        target, source, str(container), values["--command"], values["--input-store"],
+        values["--output-store"], values["--encrypt-to"], container_name, list(code),
+        layout or given.inputs.layout, by or given.inputs.by, backend or given.backend.name,
+        base), step=ui.step)
     if as_json:
         ui.emit_json(asdict(res))
         return

@@ -242,6 +242,20 @@ def from_data(data: Any, source: str = CONFIG_NAME) -> Config:
     return cfg
 
 
+def from_partial(text: str) -> Config:
+    """Settings of a possibly incomplete file (for ``init --config``); types checked only."""
+    problems: list[str] = []
+    try:
+        data = _yaml().load(text)
+    except Exception as exc:
+        raise FairbigError(f"the given configuration is not valid YAML: {exc}",
+                           "fix its syntax") from exc
+    cfg = _convert(Config, data, "", problems)
+    if problems:
+        raise ConfigError(problems, "the given configuration")
+    return cfg
+
+
 def _yaml() -> YAML:
     y = YAML()
     y.preserve_quotes = True

@@ -49,6 +49,7 @@ class InitOptions:
     layout: str = "auto"
     by: str = "subject"
     backend: str = "local"
+    base_config: str = ""   # text of a given fairbig.yaml: its other settings are kept
 
 
 @dataclass
@@ -127,7 +128,7 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
         "command": opts.command, "inputs.layout": opts.layout, "inputs.by": opts.by,
         "backend.name": opts.backend,
     }
-    cfg_text = cfgmod.render(settings)
+    cfg_text = cfgmod.render(settings, opts.base_config or cfgmod.DEFAULT_TEXT)
     cfgmod.from_data(cfgmod._yaml().load(cfg_text), "the given options")  # validate up front
     for code in opts.code:
         if not code.exists():

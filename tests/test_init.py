@@ -166,3 +166,23 @@ def test_second_key_encrypts_too(tmp_path: Path, ukb_input: dict, image: Path, l
     fairbig("init", *args, "--encrypt-to", other)
     cfg = cfgmod.load(base / "ana" / "fairbig.yaml")
     assert cfg.encryption.keys == [lab_key, other]
+
+
+def test_init_takes_settings_from_a_given_config(tmp_path: Path, ukb_input: dict, image: Path,
+                                                 lab_key: str):
+    base = tmp_path / "cfg"
+    base.mkdir()
+    given = base / "given.yaml"
+    given.write_text(cfgmod.render({
+        "stores.input": str(base / "in"), "stores.output": str(base / "out"),
+        "encryption.keys": [lab_key], "command": "sh code/process_subject.sh {input_dir} x",
+        "backend.slurm.partition": "short", "backend.name": "slurm"}))
+    missing = fairbig("init", str(base / "nope"), "--input", ukb_input["url"], "--container",
+                      str(image), check=False)
+    assert missing.returncode != 0 and "missing --command, --input-store" in missing.stderr
+    fairbig("init", str(base / "ana"), "--input", ukb_input["url"], "--container", str(image),
+            "--config", str(given), "--command", "sh code/run.sh {input_dir} {output_dir}")
+    cfg = cfgmod.load(base / "ana" / "fairbig.yaml")
+    assert cfg.backend.slurm.partition == "short" and cfg.backend.name == "slurm"
+    assert cfg.command == "sh code/run.sh {input_dir} {output_dir}"  # the flag wins
+    assert cfg.stores.output == f"ria+file://{base}/out"
