@@ -7,9 +7,11 @@ are built once per session.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,21 @@ def init_analysis(base: Path, ukb_input: dict, image: Path, lab_key: str,
             "--code", str(REPO / "examples" / "ukb-mini" / "code"
                           / "process_subject_nondeterministic.sh"))
     return target
+
+
+def status(ana: Path) -> dict:
+    return json.loads(fairbig("status", "--json", cwd=ana).stdout)
+
+
+def wait_idle(ana: Path, timeout: float = 300) -> list[dict[str, int]]:
+    """Poll status until nothing is queued or running; returns every distinct view."""
+    seen: list[dict[str, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = status(ana)["counts"]
+        if not seen or seen[-1] != c:
+            seen.append(c)
+        if c["queued"] + c["running"] == 0:
+            return seen
+        time.sleep(1)
+    pytest.fail(f"jobs still active after {timeout} s: {seen[-1]}")

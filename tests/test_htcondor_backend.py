@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from fairbig import config as cfgmod
 
-from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis
+from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, status, wait_idle
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -42,23 +41,6 @@ def configure(ana: Path, **settings: object) -> None:
                    check=True, capture_output=True)
 
 
-def status(ana: Path) -> dict:
-    return json.loads(fairbig("status", "--json", cwd=ana).stdout)
-
-
-def wait_idle(ana: Path, timeout: float = 400) -> list[dict[str, int]]:
-    seen: list[dict[str, int]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = status(ana)["counts"]
-        if not seen or seen[-1] != c:
-            seen.append(c)
-        if c["queued"] + c["running"] == 0:
-            return seen
-        time.sleep(1)
-    pytest.fail(f"jobs still active after {timeout} s: {seen[-1]}")
-
-
 def max_overlap(records: list[dict]) -> int:
     events = sorted([(r["started"], 1) for r in records] + [(r["updated"], -1) for r in records],
                     key=lambda e: (e[0], e[1]))
@@ -77,7 +59,7 @@ def test_ukb_mini_through_a_dag_with_throttle(pool, tmp_path, ukb_input, image, 
     assert out["backend"] == "htcondor" and len(out["submitted"]) == 4
     dag = (Path(out["run_dir"]) / "fairbig.dag").read_text()
     assert all(f"JOB {j} job.sub" in dag for j in ukb_input["ids"])
-    seen = wait_idle(ana)
+    seen = wait_idle(ana, timeout=400)
     n = len(ukb_input["ids"])
     assert all(sum(c.values()) == n for c in seen)
     assert seen[-1]["done"] == n, seen

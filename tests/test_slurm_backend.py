@@ -11,7 +11,7 @@ import pytest
 
 from fairbig import config as cfgmod
 
-from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, load_generator
+from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, load_generator, status, wait_idle
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -35,21 +35,7 @@ def configure(ana: Path, **settings: object) -> None:
 
 
 def counts(ana: Path) -> dict[str, int]:
-    return json.loads(fairbig("status", "--json", cwd=ana).stdout)["counts"]
-
-
-def wait_idle(ana: Path, timeout: float = 300) -> list[dict[str, int]]:
-    """Poll status until nothing is queued or running; returns every distinct view."""
-    seen: list[dict[str, int]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = counts(ana)
-        if not seen or seen[-1] != c:
-            seen.append(c)
-        if c["queued"] + c["running"] == 0:
-            return seen
-        time.sleep(1)
-    pytest.fail(f"jobs still active after {timeout} s: {seen[-1]}")
+    return status(ana)["counts"]
 
 
 def test_ukb_mini_through_arrays_with_exact_counts(slurm, tmp_path, ukb_input, image, lab_key):
