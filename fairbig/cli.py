@@ -373,6 +373,12 @@ def cleanup(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
             ui.say(f"  {jid}: {path}")
 
 
+def one_line(text: str) -> str:
+    """A user error stays one line: control characters in a quoted value (a newline in
+    a setting or a subject ID) are shown escaped, never printed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     _venv_on_path()
     dl.quiet()
@@ -384,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     except FairbigError as exc:
         if debug:
             raise
-        click.echo(f"fairbig: error: {exc}", err=True)
+        click.echo(f"fairbig: error: {one_line(str(exc))}", err=True)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
