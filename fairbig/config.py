@@ -177,6 +177,10 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"backend.name '{cfg.backend.name}' must be one of {', '.join(BACKENDS)}")
     if cfg.backend.local.jobs < 0:
         p.append("backend.local.jobs must be 0 (one per core) or more")
+    wd = cfg.job.workdir
+    if wd and (not wd.startswith("/") or not wd.isprintable()):
+        p.append(f"job.workdir {wd!r} must be an absolute path on one line (or \"\" for"
+                 " $TMPDIR); it is used as written, variables are not expanded")
     p += _slurm_problems(cfg.backend.slurm)
     p += _htcondor_problems(cfg.backend.htcondor)
     return p
