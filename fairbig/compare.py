@@ -1,196 +1,436 @@
-"""``fairbig compare``: two computations, file by file, from git trees and annex keys.
+"""``fairbig compare``: two computations of one plan, from git trees and annex keys.
 
-No content is fetched: an annexed file is identified by its key, which
-for a hashing backend *is* a checksum of the content. Keys of different
-backends (MD5E vs SHA256E) cannot be compared without content, and are
-reported as undecidable rather than guessed.
+No content is fetched (or decrypted): an annexed file is named by its key,
+and for a hashing backend the key *is* a checksum of the content. Keys of
+different backends (MD5E vs SHA256E) of the same size cannot be compared
+without content, so such files are reported as undecidable, not guessed.
+
+Git objects are content-addressed too, which :func:`compare_trees` uses to
+read as little as possible: ``git diff-tree`` skips every job folder (and
+every file) whose object is the same on both sides, and only the annex
+symlinks that differ are read to tell their keys apart. A comparison of
+1.28 million files is then a handful of git calls, and its memory grows
+with the differences, not with the files.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
-from collections.abc import Iterator
+import subprocess
+import tempfile
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
+from urllib.parse import unquote, urlparse
 
-from .annexkeys import SYMLINK, blob_texts, looks_like_key
-from .errors import FairbigError
+from .errors import CommandError, FairbigError
 from .gittree import git_dir_of
 from .proc import git
+from .stores import RiaStore
 
-STATUSES = ("identical", "differs", "only-in-A", "only-in-B", "undecidable")
+IDENTICAL, DIFFERS, UNDECIDABLE = "identical", "differs", "undecidable"
+ONLY_A, ONLY_B = "only-in-A", "only-in-B"
+STATUSES = (IDENTICAL, DIFFERS, UNDECIDABLE, ONLY_A, ONLY_B)
+
+SYMLINK = b"120000"
+NO_MODE = b"000000"  # diff-tree's mode of a file absent on that side
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Side:
+    """A repository (bare, or the ``.git`` of a work tree) and a commit in it."""
+
     git_dir: Path
     ref: str
 
 
+# ---------------------------------------------------------------- sides
+
+
 def resolve_side(spec: str) -> Side:
-    """``PATH``, ``PATH@REF`` or ``ria+file:///store#<dataset id>[@REF]``."""
-    ref = ""
-    if "@" in spec.rsplit("/", 1)[-1]:
-        spec, ref = spec.rsplit("@", 1)
-    if spec.startswith("ria+file://"):
-        store, _, dsid = spec[len("ria+file://"):].partition("#")
-        if not dsid:
-            raise ValueError(f"'{spec}' names no dataset: append #<dataset id>")
-        path = Path(store) / dsid[:3] / dsid[3:]
-    else:
-        path = Path(spec)
+    """``PATH``, ``PATH@REF`` or ``ria+file:///store#<dataset id>[@REF]``.
+
+    The ref defaults to ``main``, then ``HEAD``, and is resolved to a commit
+    here, so that every later read sees the same tree even while jobs push.
+    """
+    location, ref = _ria_repo(spec) if spec.startswith("ria+") else _split_ref(spec)
+    git_dir = _git_dir(location)
+    return Side(git_dir, _commit(git_dir, ref))
+
+
+def _split_ref(spec: str) -> tuple[Path, str]:
+    """``PATH@REF``; a path that itself contains ``@`` and exists wins."""
+    if "@" not in spec or Path(spec).exists():
+        return Path(spec), ""
+    path, _, ref = spec.rpartition("@")
+    if not ref:
+        raise ValueError(f"empty ref in '{spec}': write PATH@REF, e.g. {path}@main")
+    return Path(path or "."), ref
+
+
+def _ria_repo(spec: str) -> tuple[Path, str]:
+    """The bare repository of ``ria+file:///store#<id or ~alias>[@REF]``."""
+    url = urlparse(spec.removeprefix("ria+"))
+    if url.scheme != "file":
+        raise ValueError(f"'{spec}' is not a ria+file:// URL: compare reads stores on this"
+                         " file system; give ria+file:///path#<dataset id>")
+    dsid, _, ref = url.fragment.partition("@")
+    if not dsid:
+        raise ValueError(f"'{spec}' names no dataset: append #<dataset id> (the analysis"
+                         " dataset's datalad.dataset.id)")
+    store = RiaStore(f"ria+file://{unquote(url.path)}")
+    if not store.root.is_dir():
+        raise ValueError(f"RIA store {store.root} does not exist: give the path of an"
+                         " existing store")
+    repo = (store.root / "alias" / dsid[1:] if dsid.startswith("~")
+            else store.dataset_dir(dsid))
+    if not repo.exists():
+        raise ValueError(f"no dataset '{dsid}' in RIA store {store.root} ({repo} does not"
+                         " exist): check the dataset id (datalad.dataset.id)")
+    return repo, ref
+
+
+def _git_dir(path: Path) -> Path:
     if not path.exists():
-        raise ValueError(f"'{path}' does not exist: give a repository, a work tree or a"
-                         " ria+file:// URL with #<dataset id>")
-    gdir = path if (path / "HEAD").exists() and (path / "objects").exists() else git_dir_of(path)
-    if not (gdir / "HEAD").exists():
-        raise ValueError(f"'{path}' is not a git repository")
-    for candidate in ([ref] if ref else ["main", "master", "HEAD"]):
-        res = git(gdir, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}",
+        raise ValueError(f"{path} does not exist: give a git repository (bare or a work"
+                         " tree), PATH@REF, or ria+file:///store#<dataset id>")
+    candidate = git_dir_of(path) if (path / ".git").exists() else path
+    res = git(candidate, "rev-parse", "--absolute-git-dir", check=False)
+    if res.returncode != 0:
+        raise ValueError(f"{path} is not a git repository: give a repository (bare or a"
+                         " work tree) or a ria+file:// URL with #<dataset id>")
+    return Path(res.stdout.strip())
+
+
+def _commit(git_dir: Path, ref: str) -> str:
+    for candidate in [ref] if ref else ["main", "HEAD"]:
+        if candidate.startswith("-"):
+            continue  # never an option to git; no ref name starts with '-'
+        res = git(git_dir, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}",
                   check=False)
         if res.returncode == 0:
-            return Side(gdir, res.stdout.strip())
-    raise ValueError(f"ref '{ref or 'main'}' not found in {path}: give an existing branch,"
-                     " tag or commit after @")
+            return res.stdout.strip()
+    if ref:
+        raise ValueError(f"ref '{ref}' not found in {git_dir}: give an existing branch,"
+                         " tag or commit")
+    raise ValueError(f"{git_dir} has no commit on 'main' or HEAD: give PATH@REF with an"
+                     " existing branch, tag or commit")
+
+
+# ---------------------------------------------------------------- reading trees
 
 
 def read_results(side: Side, root: str = "results") -> dict[str, str]:
-    """Path -> content identity (annex key, ``git:<blob>`` or ``link:<blob>``)."""
-    return identities(side, _listing(side, [root]))
+    """Path -> content identity of every file below ``root``, in tree order.
+
+    The identity is the annex key of an annex symlink, ``link:<blob>`` for
+    any other symlink and ``git:<object>`` for everything else. One
+    ``ls-tree`` and one ``cat-file --batch`` (for all symlinks) however
+    many files there are.
+    """
+    return _identities(side.git_dir, _listing(side, root))
 
 
-def _listing(side: Side, paths: list[str]) -> dict[str, tuple[str, str]]:
-    """Path -> (mode, object sha) below ``paths``, one ``ls-tree`` call."""
-    out = git(side.git_dir, "ls-tree", "-r", "-z", "--full-tree", side.ref, "--",
-              *paths).stdout
-    entries = {}
-    for rec in filter(None, out.split("\0")):
-        meta, _, path = rec.partition("\t")
-        mode, _, sha = meta.split()
-        entries[path] = (mode, sha)
-    return entries
-
-
-def identities(side: Side, entries: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """Resolve annex symlinks to their keys (one ``cat-file --batch`` for all)."""
-    links = [(p, sha) for p, (mode, sha) in entries.items() if mode == SYMLINK]
-    ident = {p: f"git:{sha}" for p, (mode, sha) in entries.items() if mode != SYMLINK}
-    for (path, sha), target in zip(links, blob_texts(side.git_dir, [s for _, s in links]),
-                                   strict=True):
-        ident[path] = os.path.basename(target) if looks_like_key(target) else f"link:{sha}"
+def _identities(git_dir: Path, entries: Iterable[tuple[str, bytes, bytes]]) -> dict[str, str]:
+    ident: dict[str, str] = {}
+    links: list[str] = []
+    shas: list[bytes] = []
+    for path, mode, sha in entries:
+        if mode == SYMLINK:
+            links.append(path)
+            shas.append(sha)
+            ident[path] = ""  # placeholder, so that the dict keeps tree order
+        else:
+            ident[path] = "git:" + sha.decode()
+    for path, sha, target in zip(links, shas, _blobs(git_dir, shas), strict=True):
+        ident[path] = _link_identity(target, sha)
     return ident
 
 
-def _units(side: Side, root: str) -> dict[str, str]:
-    """Job folder -> tree sha: equal shas mean equal content, nothing below to read."""
-    res = git(side.git_dir, "ls-tree", "-z", f"{side.ref}:{root}", check=False)
-    out = {}
-    for rec in filter(None, res.stdout.split("\0")):
-        meta, _, name = rec.partition("\t")
-        out[f"{root}/{name}"] = meta.split()[2]
-    return out
+def _link_identity(target: bytes, sha: bytes) -> str:
+    """The key an annex symlink ends in (``annexkeys.looks_like_key``, on bytes)."""
+    name = target[target.rfind(b"/") + 1:]
+    if b"/annex/objects/" in target and b"--" in name:
+        return name.decode(errors="surrogateescape")
+    return "link:" + sha.decode()
 
 
-def _backend(ident: str) -> str:
-    return ident.split("-", 1)[0] if not ident.startswith(("git:", "link:")) else "git"
+def _listing(side: Side, root: str) -> Iterator[tuple[str, bytes, bytes]]:
+    """``(path, mode, object sha)`` of every file below ``root``, streamed."""
+    for rec in _records(_ls_tree(side, root, "-r")):
+        meta, _, path = rec.partition(b"\t")
+        yield path.decode(errors="surrogateescape"), meta[:6], meta[meta.rindex(b" ") + 1:]
 
 
-def file_status(a: str | None, b: str | None) -> str:
-    if a is None:
-        return "only-in-B"
-    if b is None:
-        return "only-in-A"
+def _count_files(side: Side, root: str) -> int:
+    """Files below ``root``, counted on the raw stream (no per-file Python work)."""
+    return sum(chunk.count(b"\0") for chunk in _ls_tree(side, root, "-r", "--name-only"))
+
+
+def _names(side: Side, root: str) -> Iterator[str]:
+    return (rec.decode(errors="surrogateescape")
+            for rec in _records(_ls_tree(side, root, "-r", "--name-only")))
+
+
+def _top(side: Side, root: str) -> set[str]:
+    """The entries right below ``root``: the job folders (units) of one side."""
+    return {rec.decode(errors="surrogateescape")
+            for rec in _records(_ls_tree(side, f"{root}/", "--name-only"))}
+
+
+def _ls_tree(side: Side, path: str, *options: str) -> Iterator[bytes]:
+    return _git_stream(side.git_dir, ["ls-tree", "-z", "--full-tree", *options, side.ref,
+                                      "--", path])
+
+
+def _blobs(git_dir: Path, shas: Sequence[bytes]) -> Iterator[bytes]:
+    """Contents of many small blobs, in order, from one streamed ``cat-file --batch``."""
+    if not shas:
+        return
+    feed = b"\n".join(shas) + b"\n"
+    buf, pos = b"", 0
+    for chunk in _git_stream(git_dir, ["cat-file", "--batch=%(objectsize)", "--buffer"],
+                             feed):
+        buf, pos = buf[pos:] + chunk, 0
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            header = buf[pos:nl]
+            if not header.isdigit():
+                raise FairbigError(f"object {header.split()[0].decode()} is missing in"
+                                   f" {git_dir}", "the repository is incomplete: fetch or"
+                                   " repair it, then compare again")
+            end = nl + 1 + int(header)
+            if end >= len(buf):
+                break  # the rest of this blob (and its newline) is in the next chunk
+            yield buf[nl + 1:end]
+            pos = end + 1
+
+
+def _records(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """NUL-terminated records across chunk boundaries."""
+    rest = b""
+    for chunk in chunks:
+        parts = (rest + chunk).split(b"\0")
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
+
+
+def _git_stream(git_dir: Path, args: Sequence[str], feed: bytes = b"",
+                env: Mapping[str, str] | None = None) -> Iterator[bytes]:
+    """Stdout of one git process in chunks, so that huge listings never sit in memory.
+
+    ``feed`` goes to stdin from a thread, so that neither pipe can fill up and
+    block the other; stderr goes to a file for the same reason.
+    """
+    cmd = ["git", f"--git-dir={git_dir}", "--literal-pathspecs", *args]
+    with tempfile.TemporaryFile() as err, subprocess.Popen(
+            cmd, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=err,
+            env={**os.environ, **env} if env else None) as proc:
+        assert proc.stdout is not None
+        feeder = None
+        if feed:
+            feeder = threading.Thread(target=_feed, args=(proc.stdin, feed), daemon=True)
+            feeder.start()
+        while chunk := proc.stdout.read(CHUNK):
+            yield chunk
+        if feeder:
+            feeder.join()
+        if proc.wait() != 0:
+            err.seek(0)
+            raise CommandError(cmd, proc.returncode, err.read().decode(errors="replace"))
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, ValueError):
+        pass  # git stopped early, or the reader gave up and closed the pipe
+
+
+# ---------------------------------------------------------------- comparing
+
+
+def file_status(a: str, b: str) -> str:
+    """Status of one path present on both sides with content identities ``a``, ``b``."""
     if a == b:
-        return "identical"
-    if _backend(a) != _backend(b) and "git" not in (_backend(a), _backend(b)):
-        return "undecidable"
-    return "differs"
+        return IDENTICAL
+    annexed_a, annexed_b = _is_key(a), _is_key(b)
+    if annexed_a and annexed_b:
+        (backend_a, size_a), (backend_b, size_b) = _key_fields(a), _key_fields(b)
+        if backend_a == backend_b or (size_a and size_b and size_a != size_b):
+            return DIFFERS
+        return UNDECIDABLE  # same size, different hash functions: only content can tell
+    if annexed_a != annexed_b and "git:" in (a[:4], b[:4]):
+        return UNDECIDABLE  # the same bytes may be annexed on one side, in git on the other
+    return DIFFERS
 
 
-@dataclass
+def _is_key(ident: str) -> bool:
+    return not ident.startswith(("git:", "link:"))
+
+
+def _key_fields(key: str) -> tuple[str, str]:
+    """Backend and size (``""`` if the key records none) of ``BACKEND-sSIZE--NAME``."""
+    backend, *fields = key.split("--", 1)[0].split("-")
+    return backend, next((f[1:] for f in fields if f[:1] == "s" and f[1:].isdigit()), "")
+
+
+@dataclass(frozen=True)
 class Comparison:
-    files: dict[str, str]                       # path -> status
-    units: dict[str, str]                       # unit (job folder) -> status
-    summary: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Statuses of two computations: every unit, and the files that are not identical.
+
+    Identical files are only counted; :attr:`files` lists them on demand via
+    ``paths_a`` (side A's paths), so a comparison of millions of identical
+    files holds none of their paths.
+    """
+
+    units: dict[str, str]          # unit (job folder, e.g. results/1234567) -> status
+    differences: dict[str, str]    # path -> status of each non-identical file, sorted
+    identical_files: int
+    paths_a: Callable[[], Iterable[str]] = field(repr=False, compare=False)
 
     @property
     def identical(self) -> bool:
-        return all(s == "identical" for s in self.files.values())
+        return not self.differences
+
+    @property
+    def summary(self) -> dict[str, dict[str, int]]:
+        units = Counter(self.units.values())
+        files = Counter(self.differences.values())
+        files[IDENTICAL] = self.identical_files
+        return {"units": {s: units[s] for s in STATUSES},
+                "files": {s: files[s] for s in STATUSES}}
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """``(path, status)`` of the files that are not identical, sorted by path."""
+        return iter(self.differences.items())
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Every file's status, identical ones included, sorted by path."""
+        out = dict.fromkeys(self.paths_a(), IDENTICAL)
+        out.update(self.differences)
+        return dict(sorted(out.items()))
 
     def file_statuses(self) -> dict[str, str]:
         return self.files
 
-    def problems(self) -> Iterator[tuple[str, str]]:
-        return ((p, s) for p, s in sorted(self.files.items()) if s != "identical")
-
-    def to_json(self) -> dict:
-        return {"summary": self.summary, "units": dict(sorted(self.units.items())),
-                "files": dict(sorted(self.files.items()))}
-
-
-def _unit(path: str, depth: int) -> str:
-    """The job folder of a path: ``results/<job>`` for depth 1."""
-    return "/".join(path.split("/")[:1 + depth])
+    def to_json(self, all_files: bool = False) -> dict:
+        """Summary, every unit, and the non-identical files (all of them with ``all_files``)."""
+        return {"identical": self.identical, "summary": self.summary,
+                "units": dict(self.units),
+                "files": self.files if all_files else dict(self.differences)}
 
 
-def compare(a: dict[str, str], b: dict[str, str], unit_depth: int = 1) -> Comparison:
-    """Pure: statuses per file and per unit, plus counts."""
-    files = {p: file_status(a.get(p), b.get(p)) for p in a.keys() | b.keys()}
-    per_unit: dict[str, set[str]] = {}
-    for p, s in files.items():
-        per_unit.setdefault(_unit(p, unit_depth), set()).add(s)
-    units = {}
-    for u, statuses in per_unit.items():
-        if statuses == {"identical"}:
-            units[u] = "identical"
-        elif statuses == {"only-in-A"}:
-            units[u] = "only-in-A"
-        elif statuses == {"only-in-B"}:
-            units[u] = "only-in-B"
+def compare(a: Mapping[str, str], b: Mapping[str, str], unit_depth: int = 1,
+            root: str = "results") -> Comparison:
+    """Compare two ``path -> identity`` maps (:func:`read_results`); pure.
+
+    A unit is the first ``unit_depth`` components below ``root``
+    (``results/<job>`` by default); a file directly below ``root`` is its
+    own unit.
+    """
+    if unit_depth < 1:
+        raise ValueError(f"unit_depth must be at least 1, not {unit_depth}")
+    differences: dict[str, str] = {}
+    for path, ident in a.items():
+        other = b.get(path)
+        if other is None:
+            differences[path] = ONLY_A
+        elif other != ident:
+            differences[path] = file_status(ident, other)
+    differences.update(dict.fromkeys(b.keys() - a.keys(), ONLY_B))
+    unit_of = _unit_of(root, unit_depth)
+    units = _unit_statuses(set(map(unit_of, a)), set(map(unit_of, b)), differences, unit_of)
+    identical = len(a) - sum(1 for s in differences.values() if s != ONLY_B)
+    return Comparison(units, dict(sorted(differences.items())), identical, a.keys)
+
+
+def _unit_of(root: str, depth: int) -> Callable[[str], str]:
+    keep = root.count("/") + 1 + depth
+
+    def unit(path: str) -> str:
+        return "/".join(path.split("/", keep)[:keep])
+    return unit
+
+
+def _unit_statuses(units_a: set[str], units_b: set[str], differences: Mapping[str, str],
+                   unit_of: Callable[[str], str]) -> dict[str, str]:
+    """A unit differs if any file in it does or exists on one side only."""
+    flagged: dict[str, set[str]] = defaultdict(set)
+    for path, status in differences.items():
+        flagged[unit_of(path)].add(status)
+    out = {}
+    for unit in sorted(units_a | units_b):
+        if unit not in units_b:
+            out[unit] = ONLY_A
+        elif unit not in units_a:
+            out[unit] = ONLY_B
+        elif unit not in flagged:
+            out[unit] = IDENTICAL
         else:
-            units[u] = "differs"
-    fc, uc = Counter(files.values()), Counter(units.values())
-    summary = {"files": {s: fc.get(s, 0) for s in STATUSES},
-               "units": {s: uc.get(s, 0) for s in STATUSES if s != "undecidable"}}
-    return Comparison(files, units, summary)
+            out[unit] = UNDECIDABLE if flagged[unit] == {UNDECIDABLE} else DIFFERS
+    return out
 
 
 def compare_sides(a: str, b: str, root: str = "results") -> Comparison:
-    """Compare two computations reading as little as possible.
-
-    Job folders whose tree objects are equal are identical without looking
-    inside; in the others, files with equal blob objects are identical, and
-    only the remaining annex symlinks are read to tell keys apart.
-    """
+    """What ``fairbig compare A B`` runs: resolve both specs, then :func:`compare_trees`."""
     try:
         sa, sb = resolve_side(a), resolve_side(b)
     except ValueError as exc:
         raise FairbigError(str(exc)) from exc
-    ua, ub = _units(sa, root), _units(sb, root)
-    same = {u for u, sha in ua.items() if ub.get(u) == sha}
-    rest = (ua.keys() | ub.keys()) - same
-    whole = len(rest) > 1000  # pathspecs beyond that cost more than one full listing
-    la = _listing(sa, [root] if whole else sorted(rest)) if rest else {}
-    lb = _listing(sb, [root] if whole else sorted(rest)) if rest else {}
-    la = {p: v for p, v in la.items() if _unit(p, 1) in rest or not whole}
-    lb = {p: v for p, v in lb.items() if _unit(p, 1) in rest or not whole}
-    differing = {p for p in la.keys() & lb.keys() if la[p] != lb[p]}
-    ia = identities(sa, {p: la[p] for p in differing})
-    ib = identities(sb, {p: lb[p] for p in differing})
-    ia.update({p: f"same:{v[1]}" for p, v in la.items() if p not in differing})
-    ib.update({p: f"same:{v[1]}" for p, v in lb.items() if p not in differing})
-    comp = compare(ia, ib)
-    if same:
-        counts = _file_counts(sa, root, same)
-        comp.units.update(dict.fromkeys(same, "identical"))
-        comp.summary["units"]["identical"] += len(same)
-        comp.summary["files"]["identical"] += sum(counts.values())
-    return comp
+    return compare_trees(sa, sb, root)
 
 
-def _file_counts(side: Side, root: str, units: set[str]) -> dict[str, int]:
-    out = git(side.git_dir, "ls-tree", "-r", "-z", "--name-only", "--full-tree", side.ref,
-              "--", root).stdout
-    counts = Counter(_unit(p, 1) for p in out.split("\0") if p)
-    return {u: counts[u] for u in units}
+def compare_trees(sa: Side, sb: Side, root: str = "results") -> Comparison:
+    """The result of ``compare(read_results(sa), read_results(sb))``, read frugally.
+
+    Units are job folders (``results/<job>``, unit depth 1), as jobs write
+    only there. ``git diff-tree`` walks both trees at once and skips every
+    subtree whose object is equal on both sides, so only the files that
+    differ ever reach Python; of those, only the symlinks are read (one
+    ``cat-file`` per side) to tell annex keys apart. B's objects are read
+    through ``GIT_ALTERNATE_OBJECT_DIRECTORIES``: nothing is written to A.
+    """
+    units_a, units_b = _top(sa, root), _top(sb, root)
+    for side, units in ((sa, units_a), (sb, units_b)):
+        if not units:
+            raise FairbigError(f"no files below {root}/ in {side.git_dir} at {side.ref[:12]}",
+                               "give the ref that holds the merged results (job branches"
+                               " reach main with 'fairbig merge')")
+    differences: dict[str, str] = {}
+    pending: list[tuple[str, bytes, bytes, bytes, bytes]] = []
+    for path, mode_a, mode_b, sha_a, sha_b in _changes(sa, sb, root):
+        if mode_b == NO_MODE:
+            differences[path] = ONLY_A
+        elif mode_a == NO_MODE:
+            differences[path] = ONLY_B
+        elif sha_a != sha_b or (mode_a == SYMLINK) != (mode_b == SYMLINK):
+            pending.append((path, mode_a, mode_b, sha_a, sha_b))
+        # else: only the executable bit changed; same content
+    ia = _identities(sa.git_dir, ((p, ma, a) for p, ma, _, a, _ in pending))
+    ib = _identities(sb.git_dir, ((p, mb, b) for p, _, mb, _, b in pending))
+    differences.update((p, s) for p in ia if (s := file_status(ia[p], ib[p])) != IDENTICAL)
+    units = _unit_statuses(units_a, units_b, differences, _unit_of(root, 1))
+    in_a = sum(1 for s in differences.values() if s != ONLY_B)
+    return Comparison(units, dict(sorted(differences.items())), _count_files(sa, root) - in_a,
+                      lambda: _names(sa, root))
+
+
+def _changes(sa: Side, sb: Side, root: str) -> Iterator[tuple[str, bytes, bytes, bytes, bytes]]:
+    """``(path, mode A, mode B, object A, object B)`` of each file that is not the same."""
+    env = {}
+    if sa.git_dir != sb.git_dir:
+        env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(sb.git_dir / "objects")
+    args = ["diff-tree", "-r", "-z", "--no-renames", sa.ref, sb.ref, "--", root]
+    records = _records(_git_stream(sa.git_dir, args, env=env))
+    for meta, path in zip(records, records, strict=True):
+        mode_a, mode_b, sha_a, sha_b, _ = meta[1:].split(b" ")
+        yield path.decode(errors="surrogateescape"), mode_a, mode_b, sha_a, sha_b
