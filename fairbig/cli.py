@@ -323,7 +323,7 @@ def compare(ctx: click.Context, a: str, b: str, show_all: bool, as_json: bool) -
     from .compare import STATUSES, compare_sides
 
     comp = compare_sides(a, b)
-    data = comp.to_json()
+    data = comp.to_json(all_files=show_all)
     if as_json:
         ui.emit_json(data)
     else:
