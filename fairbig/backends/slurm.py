@@ -44,8 +44,7 @@ class SlurmBackend(Backend):
         self.job_name = "fairbig"
 
     def header(self, req: SubmitRequest) -> str:
-        return render("slurm-header.j2", cfg=self.cfg, job_name=self.job_name,
-                      output=str(req.run_dir / "slurm-%A_%a.out"))
+        return render("slurm-header.j2", cfg=self.cfg, job_name=self.job_name)
 
     def max_array_size(self) -> int:
         res = run(["scontrol", "show", "config"], check=False)
@@ -62,8 +61,10 @@ class SlurmBackend(Backend):
         for offset, count in pieces:
             env = {"FAIRBIG_JOB_LIST": str(req.run_dir / "jobs.txt"),
                    "FAIRBIG_TASK_OFFSET": str(offset)}
+            # the log path goes on the command line, not into a #SBATCH line: sbatch
+            # splits those at spaces, and a newline in a path would end the comment
             cmd = ["sbatch", "--parsable", f"--array={array_spec(count, self.cfg.throttle)}",
-                   str(req.script)]
+                   f"--output={req.run_dir / 'slurm-%A_%a.out'}", str(req.script)]
             commands.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
                             + shlex.join(cmd))
             if req.dry_run:
