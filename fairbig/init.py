@@ -167,7 +167,7 @@ def _build(target: Path, opts: InitOptions, image: Path, name: str, fprs: list[s
     step(f"creating the analysis dataset {target}")
     dl.call(dapi.create, path=str(target), cfg_proc=["yoda"])
     (target / ".gitattributes").open("a").write(GITATTRIBUTES.format(results="results"))
-    (target / ".gitignore").open("a").write(".fairbig/work/\n")
+    (target / ".gitignore").open("a").write(".fairbig/work/\n.snakemake/\n")
     (target / ".fairbig").mkdir()
     (target / ".fairbig" / "lab-pubkey.asc").write_text(gpg.export_public(fprs))
     (target / cfgmod.CONFIG_NAME).write_text(cfg_text)

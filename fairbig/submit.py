@@ -13,6 +13,7 @@ from .backends.base import Backend, BackendView, SubmitRequest, get_backend
 from .dataset import Analysis
 from .errors import FairbigError
 from .jobstate import (
+    JobRecord,
     Submission,
     append_submissions,
     clear_for_resubmit,
@@ -57,7 +58,22 @@ def current_status(a: Analysis, backend: Backend | None = None) -> StatusReport:
         views.update(b.poll(group))
     finished = read_finished(a.output_git, a.default_branch)
     cancelled = {p.name[:-len(".cancel")] for p in state_dir.glob("*.cancel")}
-    return report(jobs, finished, read_records(state_dir), subs, views, log_dir, cancelled)
+    records = read_records(state_dir)
+    views.update(outside_views(records, subs))
+    return report(jobs, finished, records, subs, views, log_dir, cancelled)
+
+
+def outside_views(records: dict[str, JobRecord], subs: dict[str, Submission]
+                  ) -> dict[str, BackendView]:
+    """Jobs started by an outside driver (Snakemake) have no submission to ask a
+    scheduler about: on this host their process says whether they still run,
+    elsewhere we can only trust the record."""
+    from .backends.local import alive
+
+    here = "".join(c for c in socket.gethostname() if c.isalnum() or c in "._-")
+    return {jid: BackendView("running") for jid, rec in records.items()
+            if rec.status == "running" and jid not in subs
+            and (rec.host != here or alive(rec.pid))}
 
 
 def choose(a: Analysis, status: StatusReport, failed: bool, only: set[str]) -> list[str]:

@@ -81,7 +81,7 @@ class LocalBackend(Backend):
         out = {}
         for s in subs:
             sub_host, _, pid = s.backend_id.rpartition(":")
-            if sub_host == host and pid.isdigit() and _alive(int(pid)):
+            if sub_host == host and pid.isdigit() and alive(int(pid)):
                 out[s.job_id] = BackendView("running")
         return out
 
@@ -90,7 +90,7 @@ class LocalBackend(Backend):
             _signal_group(pid, signal.SIGTERM)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
