@@ -1,7 +1,11 @@
 #!/bin/sh
-# A deliberately non-deterministic variant of process_subject.sh: the same
-# outputs plus a random number in one file. For testing that `fairbig rerun`
-# catches non-reproducible pipelines; never use it for real work.
+# A deliberately NON-deterministic variant of process_subject.sh, for testing
+# that `fairbig rerun` catches pipelines that do not reproduce: the same
+# outputs, plus a random number in summary.json. Never use it for real work.
+# Usage: process_subject_nondeterministic.sh INPUT_DIR OUTPUT_DIR
 set -eu
 sh "$(dirname "$0")/process_subject.sh" "$@"
-od -An -N8 -tu8 /dev/urandom | tr -d ' ' >"$2/nonce.txt"
+nonce=$(od -An -N8 -tu8 /dev/urandom | tr -d ' \n')
+summary=$2/summary.json
+sed "s/}\$/, \"nonce\": $nonce}/" "$summary" >"$summary.tmp"
+mv "$summary.tmp" "$summary"
