@@ -89,6 +89,12 @@ def plan(a: Analysis, by: str | None = None, only: set[str] | None = None,
         return out
     text = render_tsv(jobs)
     if not a.plan_file.exists() or a.plan_file.read_text() != text:
+        # a plan commit that cannot be published is one no job can clone: store first
+        where = a.input_store.dataset_dir(a.dataset_id)
+        if not where.exists():
+            raise FairbigError(f"the input store has no copy of this dataset at {where}",
+                               "check stores.input in fairbig.yaml and that the store is "
+                               "mounted; nothing was planned")
         write_atomic(a.plan_file, text)
         dl.call(dapi.save, dataset=str(a.root), path=[str(a.plan_file)],
                 message=f"fairbig: plan of {len(jobs)} jobs")

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .annexkeys import missing_in
 from .backends.base import Backend, BackendView, SubmitRequest, get_backend
 from .dataset import Analysis
 from .errors import FairbigError
@@ -129,12 +130,58 @@ def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
         return SubmitOutcome(backend.name, [], [], "", dry_run)
     if not dry_run:
         publish(a)
+        preflight(a)
     req = render_run(a, backend, job_ids, dry_run)
     if not dry_run:
         clear_for_resubmit(req.state_dir, job_ids)
     subs = backend.submit(req)
     return SubmitOutcome(backend.name, job_ids, sorted({s.backend_id for s in subs}),
                          str(req.run_dir), dry_run)
+
+
+def preflight(a: Analysis) -> None:
+    """What every job needs from the stores, checked once before any job starts: a
+    missing image or a mismatched key would otherwise fail every job, one by one."""
+    _check_container(a)
+    _check_keys(a)
+
+
+def _check_container(a: Analysis) -> None:
+    name = a.config.container
+    ds_rel, _, cname = name.rpartition("/")
+    ds = a.root / ds_rel if ds_rel else a.root
+    image = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
+                 f"datalad.containers.{cname}.image"], check=False).stdout.strip()
+    if not image:
+        raise FairbigError(f"container '{name}' is not configured",
+                           "check 'container' in fairbig.yaml against 'datalad containers-list'")
+    key = run(["git", "annex", "lookupkey", image], cwd=ds, check=False).stdout.strip()
+    if key and missing_in(ds, "input" + STORAGE_SUFFIX, [key]):
+        path = f"{ds_rel}/{image}" if ds_rel else image
+        raise FairbigError(f"container image {path} has no content in the input store "
+                           "(nor here)", f"get it back into {ds_rel or 'the dataset'} (e.g. "
+                           f"'datalad get {path}' where it is present) and submit again")
+
+
+def _check_keys(a: Analysis) -> None:
+    """fairbig.yaml's keys must be the ones the output storage really encrypts to."""
+    log = run(["git", "cat-file", "blob", "git-annex:remote.log"], cwd=a.root,
+              check=False).stdout
+    fields = next((dict(f.split("=", 1) for f in line.split() if "=" in f)
+                   for line in log.splitlines() if f" name=output{STORAGE_SUFFIX} " in
+                   f" {line} "), {})
+    store_keys = [k for k in fields.get("pubkeys", "").split(",") if k]
+    if not store_keys:
+        return
+    wanted = [k.upper() for k in a.config.encryption.keys]
+    have = [k.upper() for k in store_keys]
+    if (any(not any(w.endswith(h) for h in have) for w in wanted)
+            or any(not any(w.endswith(h) for w in wanted) for h in have)):
+        raise FairbigError(
+            f"encryption.keys in fairbig.yaml ({', '.join(w[-16:] for w in wanted)}) are not "
+            f"the keys the output store encrypts to ({', '.join(have)})",
+            "set encryption.keys back; results for other keys need a new output store "
+            "('fairbig init --encrypt-to')")
 
 
 def cancel(a: Analysis, job_ids: set[str]) -> list[str]:
@@ -169,11 +216,17 @@ def leftovers(a: Analysis) -> list[tuple[str, str]]:
     state_dir, _, _ = paths(a)
     here = socket.gethostname()
     host = "".join(c for c in here if c.isalnum() or c in "._-")
+    from .backends.local import alive
+
     report = current_status(a)
-    dead = {j.job_id for j in report.jobs if j.state in ("lost", "failed", "cancelled")}
+    # not only lost/failed/cancelled jobs: one killed in its clean-up, after its branch
+    # arrived, is done and still leaves its clone behind
+    active = {j.job_id for j in report.jobs if j.state in ("queued", "running")}
     out = []
     for jid, rec in read_records(state_dir).items():
-        if jid in dead and rec.host == host and rec.workdir and Path(rec.workdir).exists():
+        if (jid not in active and rec.host == host and rec.workdir
+                and not (rec.status == "running" and alive(rec.pid))
+                and Path(rec.workdir).exists()):
             out.append((jid, rec.workdir))
     return sorted(out)
 
