@@ -74,16 +74,8 @@ def _container(a: Analysis) -> str:
 
     from . import dl
 
-    name = a.config.container
-    ds_rel, _, cname = name.rpartition("/")
-    ds = a.root / ds_rel if ds_rel else a.root
-    fmt = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
-               f"datalad.containers.{cname}.cmdexec"], check=False).stdout.strip()
-    img = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
-               f"datalad.containers.{cname}.image"], check=False).stdout.strip()
-    if not fmt or not img:
-        raise FairbigError(f"container '{name}' is not configured",
-                           "check 'container' in fairbig.yaml against 'datalad containers-list'")
+    c = a.container()
+    name, ds_rel, ds, img, fmt = c.name, c.ds_rel, c.ds, c.image, c.cmdexec
     dl.call(dapi.get, path=str(ds / img), dataset=str(a.root))
     cmd = fmt.format(img=os.path.join(ds_rel, img), cmd="sh -c 'exit 0'", img_dspath=ds_rel or ".",
                      img_dirpath=os.path.dirname(os.path.join(ds_rel, img)) or ".")

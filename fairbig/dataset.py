@@ -14,6 +14,17 @@ from .stores import RiaStore, parse_store
 WORK = Path(".fairbig") / "work"
 
 
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A datalad-container entry, as the jobs will see it."""
+
+    name: str           # as in fairbig.yaml, e.g. containers/ukb-mini
+    ds_rel: str         # the container dataset, relative to the analysis dataset
+    ds: Path
+    image: str          # relative to the container dataset
+    cmdexec: str        # the call format
+
+
 @dataclass
 class Analysis:
     root: Path
@@ -60,6 +71,22 @@ class Analysis:
             raise FairbigError(f"the output store has no copy of this dataset at {path}",
                                "run 'fairbig init' again or check stores.output")
         return path
+
+    def container(self) -> ContainerInfo:
+        name = self.config.container
+        ds_rel, _, cname = name.rpartition("/")
+        ds = self.root / ds_rel if ds_rel else self.root
+
+        def setting(key: str) -> str:
+            return run(["git", "config", "-f", str(ds / ".datalad" / "config"),
+                        f"datalad.containers.{cname}.{key}"], check=False).stdout.strip()
+
+        image, fmt = setting("image"), setting("cmdexec")
+        if not image or not fmt:
+            raise FairbigError(f"container '{name}' is not configured",
+                               "check 'container' in fairbig.yaml against "
+                               "'datalad containers-list'")
+        return ContainerInfo(name, ds_rel, ds, image, fmt)
 
     @cached_property
     def default_branch(self) -> str:

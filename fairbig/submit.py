@@ -147,14 +147,8 @@ def preflight(a: Analysis) -> None:
 
 
 def _check_container(a: Analysis) -> None:
-    name = a.config.container
-    ds_rel, _, cname = name.rpartition("/")
-    ds = a.root / ds_rel if ds_rel else a.root
-    image = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
-                 f"datalad.containers.{cname}.image"], check=False).stdout.strip()
-    if not image:
-        raise FairbigError(f"container '{name}' is not configured",
-                           "check 'container' in fairbig.yaml against 'datalad containers-list'")
+    c = a.container()
+    ds_rel, ds, image = c.ds_rel, c.ds, c.image
     key = run(["git", "annex", "lookupkey", image], cwd=ds, check=False).stdout.strip()
     if key and missing_in(ds, "input" + STORAGE_SUFFIX, [key]):
         path = f"{ds_rel}/{image}" if ds_rel else image
