@@ -37,6 +37,7 @@ def sync(a: Analysis) -> int:
     head = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
     main = run(["git", "rev-parse", f"refs/remotes/{OUTPUT}/{branch}"], cwd=a.root).stdout.strip()
     if head == main or is_ancestor(a, main, head):
+        _push_annex_records(a)
         return 0
     if not is_ancestor(a, head, main):
         raise FairbigError(f"the analysis dataset and the output store's {branch} have diverged",
@@ -51,3 +52,18 @@ def sync(a: Analysis) -> int:
     run(["git", "push", "-q", OUTPUT, "git-annex"], cwd=a.root,
         hint="check that the output store is writable")
     return len(files)
+
+
+def _push_annex_records(a: Analysis) -> None:
+    """Availability records that a merge killed before its last push committed here
+    reach the store now; otherwise a clone of the store would not know where the
+    merged results are."""
+    local = run(["git", "rev-parse", "--verify", "-q", "refs/heads/git-annex"], cwd=a.root,
+                check=False).stdout.strip()
+    store = run(["git", "rev-parse", "--verify", "-q", f"refs/remotes/{OUTPUT}/git-annex"],
+                cwd=a.root, check=False).stdout.strip()
+    if not local or local == store or (store and is_ancestor(a, local, store)):
+        return
+    run(["git", "annex", "merge"], cwd=a.root)
+    run(["git", "push", "-q", OUTPUT, "git-annex"], cwd=a.root,
+        hint="check that the output store is writable")
