@@ -32,7 +32,8 @@ fairbig.yaml annex.largefiles=nothing
 PLAINTEXT_NOTE = ("Encrypted at rest: the content of every annexed result file. "
                   "Readable by anyone with access to the output store: file names, folder "
                   "names (subject IDs), commit messages and run records (commands, input and "
-                  "output paths), and everything kept in git (code, fairbig.yaml, the plan).")
+                  "output paths), everything kept in git (code, fairbig.yaml, the plan), and "
+                  "the size and MD5 checksum of each result's plaintext (its annex key).")
 
 
 @dataclass
