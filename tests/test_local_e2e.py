@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -118,56 +116,6 @@ def test_corrupt_record_fails_then_fix_completes(run, ukb_input):
     assert set(states(ana).values()) == {"done"}
     after = {r: git(store_git(ana), "rev-parse", r).strip() for r in before}
     assert before == after  # the others were not re-run
-
-
-def _run_until_step(ana: Path, jid: str, step: str, env_setup: list[str]) -> None:
-    """Start one job and SIGKILL its whole process group when it reaches ``step``."""
-    cfgmod.update_file(ana / "fairbig.yaml", {"job.env_setup": env_setup})
-    subprocess.run([str(BIN / "datalad"), "save", "-m", "env"], cwd=ana, check=True,
-                   capture_output=True)
-    proc = subprocess.Popen([str(BIN / "fairbig"), "submit", "--only", jid], cwd=ana,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    record = ana / ".fairbig" / "work" / "state" / f"{jid}.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError):
-            data = {}
-        if data.get("step") == step:
-            os.killpg(data["pid"], signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"job never reached step {step}")
-    proc.communicate(timeout=60)
-
-
-@pytest.mark.parametrize("step", ["run", "push-branch"])
-def test_sigkill_leaves_no_partial_branch_and_resubmit_completes(step, tmp_path_factory,
-                                                                 ukb_input, image, lab_key):
-    base = tmp_path_factory.mktemp(f"kill-{step}")
-    ana = init_analysis(base, ukb_input, image, lab_key)
-    jid = ukb_input["ids"][1]
-    fairbig("plan", "--only", jid, cwd=ana)
-    # A slow tool on the job's PATH holds the job in the step long enough to kill it
-    # there, as a node failure or OOM kill would.
-    slow = base / "slow"
-    slow.mkdir()
-    tool = "flock" if step == "push-branch" else "bwrap"
-    real = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
-    (slow / tool).write_text(f"#!/bin/sh\nsleep 30\nexec {real} \"$@\"\n")
-    (slow / tool).chmod(0o755)
-    _run_until_step(ana, jid, step, [f"export PATH={slow}:$PATH"])
-    assert f"job-{jid}" not in git(store_git(ana), "branch", "--list")
-    st = states(ana)
-    assert st[jid] == "lost"
-    cfgmod.update_file(ana / "fairbig.yaml", {"job.env_setup": []})
-    subprocess.run([str(BIN / "datalad"), "save", "-m", "env"], cwd=ana, check=True,
-                   capture_output=True)
-    fairbig("submit", "--failed", cwd=ana)
-    assert states(ana)[jid] == "done"
 
 
 def _craft_branch(ana: Path, job: str, files: dict[str, str],

@@ -396,7 +396,7 @@ KILL_AT = {
     "clone": ("sub-01", "datalad", "clone", "before"),
     "checkout": ("sub-02", "gpg", "--batch --quiet --import", "before"),
     "get": ("sub-03", "datalad", "get", "before"),
-    "run": ("sub-04", "datalad", "containers-run", "before"),
+    "run": ("sub-04", "sh", "containers/fairbig-container", "before"),  # in datalad run
     "push-content": ("sub-05", "git-annex", "copy", "after"),    # content in, no branch yet
     "push-branch": ("sub-06", "flock", "", "holding"),           # killed holding the lock
     "cleanup": ("sub-07", "gpgconf", "--kill", "before"),        # branch pushed already

@@ -102,15 +102,15 @@ def test_arrays_split_by_max_array_size(slurm, tmp_path_factory, image, lab_key)
     base = tmp_path_factory.mktemp("split")
     gen = load_generator()
     store = f"ria+file://{base}/input-store"
-    ids = gen.generate(base / "ukb", 12, 3, store)
+    ids = gen.generate(base / "ukb", 7, 3, store)
     ana = init_analysis(base, {"url": f"{store}#~ukb"}, image, lab_key)
     configure(ana)
     fairbig("plan", cwd=ana)
-    ensure_slurm(5)
+    ensure_slurm(3)
     try:
         out = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
         arrays = json.loads((Path(out["run_dir"]) / "arrays.json").read_text())
-        assert [a["count"] for a in arrays] == [5, 5, 2]
+        assert [a["count"] for a in arrays] == [3, 3, 1]
         wait_idle(ana, timeout=400)
     finally:
         ensure_slurm(None)
