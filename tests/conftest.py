@@ -40,6 +40,16 @@ def make_key(home: Path, name: str = "fairbig test lab") -> str:
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_gpg_agent_left(tmp_path_factory):
+    """gpg and git-annex start an agent per GNUPGHOME; stop the tests' agents at the end
+    (they would outlive the session, one daemon per key home)."""
+    yield
+    for ring in tmp_path_factory.getbasetemp().rglob("pubring.kbx"):
+        subprocess.run(["gpgconf", "--homedir", str(ring.parent), "--kill", "all"],
+                       check=False, capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def lab_key(tmp_path_factory) -> str:
     """A passphrase-less lab key in a session GNUPGHOME (set for the whole session)."""
