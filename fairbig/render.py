@@ -26,6 +26,7 @@ class JobContext:
     state_dir: str
     log_dir: str
     plan_commit: str
+    results: str
     container: str
     workdir: str
     bindir: str

@@ -114,7 +114,8 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
         input_url=a.input_store.clone_url(a.dataset_id), output_url=str(a.output_git),
         storage="output" + STORAGE_SUFFIX, lock_file=str(a.output_store.lock_file),
         state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
-        container=cfg.container, workdir=cfg.job.workdir, bindir=str(Path(sys.executable).parent),
+        results=cfg.results, container=cfg.container, workdir=cfg.job.workdir,
+        bindir=str(Path(sys.executable).parent),
         env_setup=tuple(cfg.job.env_setup), header=backend.header(req))
     req.script.write_text(job_body(ctx))
     req.script.chmod(0o755)
