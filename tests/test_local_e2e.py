@@ -212,3 +212,34 @@ def test_merge_brings_every_result_into_main(run, ukb_input, tmp_path):
     assert missing == ""
     again = json.loads(fairbig("merge", "--json", cwd=ana).stdout)
     assert again["merged"] == []
+
+
+def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
+    """A job whose input changed after its results were merged: its clone holds the old,
+    content-less results, which the new run must replace (not write through)."""
+    ana = run["ana"]
+    sgit = store_git(ana)
+    gen = load_generator()
+    victim = ukb_input["ids"][1]
+    record = "20252_2_0.zip"
+    good = (ukb_input["path"] / victim / record).read_bytes()
+    old = git(sgit, "rev-parse", f"refs/heads/master:results/{victim}").strip()
+    others = [n for n in git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/master", "--",
+                             "results").splitlines() if not n.startswith(f"results/{victim}/")]
+    gen.replace_record(ukb_input["path"], victim, record,
+                       gen.make_record(record, victim, seed=99), "update")
+    try:
+        out = json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
+        assert out["changed"] == [victim]
+        sub = fairbig("submit", cwd=ana, check=False)
+        assert sub.returncode == 0, sub.stdout + "\n".join(status(ana)["failures"][victim])
+        log = (ana / ".fairbig" / "work" / "logs" / f"{victim}.log").read_text()
+        assert f"{len(others)} result file(s) of other jobs left out" in log  # sparse
+        assert json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"] == [victim]
+        new = git(sgit, "rev-parse", f"refs/heads/master:results/{victim}").strip()
+        assert new != old
+        names = git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/master", "--",
+                    "results").splitlines()
+        assert {n.split("/")[1] for n in names} == set(ukb_input["ids"])  # others kept
+    finally:
+        gen.restore_record(ukb_input["path"], victim, record, good)
