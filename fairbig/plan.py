@@ -247,11 +247,26 @@ def parse_tsv(text: str) -> list[Job]:
     if not lines or tuple(lines[0].split("\t")) != HEADER:
         raise FairbigError("the plan file has an unexpected format", "run 'fairbig plan' again")
     jobs = []
-    for line in lines[1:]:
+    for n, line in enumerate(lines[1:], start=2):
         f = line.split("\t")
+        if problem := _row_problem(f):
+            raise FairbigError(f"line {n} of the plan file {problem}",
+                               "run 'fairbig plan' again; the plan is not edited by hand")
         jobs.append(Job(f[0], f[1], f[2], f[3], tuple(f[4].split(",")),
                         tuple(f[5].split(",")), f[6]))
     return jobs
+
+
+def _row_problem(fields: list[str]) -> str | None:
+    """Rows reach job scripts, which quote them but also delete a job's outputs."""
+    if len(fields) != len(HEADER):
+        return f"has {len(fields)} fields, not {len(HEADER)}"
+    if problem := job_id_problem(fields[0]):
+        return f"has a job ID {fields[0]!r} that {problem}"
+    for path in (*fields[4].split(","), *fields[5].split(",")):
+        if problem := path_problem(path):
+            return f"has a path {path!r} that {problem}"
+    return None
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fairbig.errors import FairbigError
-from fairbig.plan import diff, make_jobs, parse_tsv, read_layout, render_tsv, select
+from fairbig.plan import HEADER, diff, make_jobs, parse_tsv, read_layout, render_tsv, select
 
 CMD = "sh code/p.sh {input_dir} {output_dir} {subject} {session}"
 FAKE = "1" * 40
@@ -132,3 +132,18 @@ def test_missing_input_subdataset(tmp_path: Path):
     commit_all(root)
     with pytest.raises(FairbigError, match="is not a subdataset"):
         read_layout(root, "inputs/data", "auto", "subject")
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("1000001\t1000001\t\t" + "a" * 40 + "\tinputs/data/1000001\t../../home\tsh x",
+     "line 2 of the plan file has a path '../../home' that must not contain"),
+    ("1000001\t1000001\t\t" + "a" * 40 + "\tinputs/data/1000001\t/etc\tsh x",
+     "line 2 of the plan file has a path '/etc' that must be a relative path"),
+    ("-rf\t1000001\t\t" + "a" * 40 + "\tinputs/data/1000001\tresults/-rf\tsh x",
+     "line 2 of the plan file has a job ID '-rf' that must be letters"),
+    ("1000001\t1000001", "line 2 of the plan file has 2 fields, not 7"),
+])
+def test_tampered_plan_row_refused(row: str, message: str):
+    with pytest.raises(FairbigError) as exc:
+        parse_tsv("\t".join(HEADER) + "\n" + row + "\n")
+    assert message in str(exc.value)
