@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                "merge_s": merge_s,
                "full": checkout(store, Path(tmp) / "full", job, sparse=False),
                "sparse": checkout(store, Path(tmp) / "sparse", job, sparse=True)}
+    out["speedup"] = round(out["full"]["seconds"] / max(out["sparse"]["seconds"], 1e-3), 1)
     if args.json:
         print(json.dumps(out))
         return
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     for mode in ("full", "sparse"):
         print(f"  {mode:6} checkout: {out[mode]['seconds']:8.2f} s, "
               f"{out[mode]['files']:>9,} files in the work tree")
+    print(f"  sparse is {out['speedup']}x faster than full")
 
 
 if __name__ == "__main__":
