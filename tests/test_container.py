@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -41,8 +42,10 @@ def run(image: Path, cwd: Path, *cmd: str, cache: Path, check: bool = False,
 
 
 def unpacked(cache: Path) -> list[str]:
-    """What the image cache holds, besides the memo of sha256 keys of plain files."""
-    return sorted(p.name for p in cache.iterdir() if p.name != ".keys")
+    """What the image cache holds, besides the memo of sha256 keys of plain files and
+    each image's lock and entry count (leftover ``.unpack.*`` directories are listed)."""
+    return sorted(p.name for p in cache.iterdir()
+                  if p.name != ".keys" and not p.name.startswith((".lock.", ".count.")))
 
 
 # -- the image ------------------------------------------------------------------------
@@ -166,14 +169,21 @@ def test_sif_needs_apptainer(tmp_path: Path, image: Path):
     assert res.returncode == 127 and "is a SIF: it needs apptainer" in res.stderr
 
 
-def test_cache_is_keyed_by_annex_key(tmp_path: Path, image: Path):
+def annex_link(where: Path, image: Path) -> Path:
+    """``image`` as a dataset holds it: a symlink to an annex object named by its key."""
     key = "SHA256E-s123--" + "ab" * 32 + ".tar"
-    obj = tmp_path / ".git" / "annex" / "objects" / "xx" / "yy" / key / key
+    obj = where / ".git" / "annex" / "objects" / "xx" / "yy" / key / key
     obj.parent.mkdir(parents=True)
     shutil.copy(image, obj)
-    link = tmp_path / "ds" / "image"
+    link = where / "ds" / "image"
     link.parent.mkdir()
     link.symlink_to(os.path.relpath(obj, link.parent))
+    return link
+
+
+def test_cache_is_keyed_by_annex_key(tmp_path: Path, image: Path):
+    link = annex_link(tmp_path, image)
+    key = link.resolve().name
     run(image, tmp_path, "true", cache=tmp_path / "cache", check=True)
     run(link, tmp_path, "true", cache=tmp_path / "cache", check=True)
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
@@ -201,6 +211,89 @@ def test_concurrent_first_unpack(tmp_path: Path, image: Path):
         [f"{i}\n" for i in range(4)]
     assert len(unpacked(cache)) == 1  # one image, no .unpack.* leftovers
     assert (cache / unpacked(cache)[0] / "bin" / "busybox").is_file()
+
+
+def test_racing_first_unpacks_never_delete_each_other(tmp_path: Path, image: Path):
+    """16 jobs start at once on a node with an empty cache, five times. The image tar is
+    deterministic (mtimes of 1970), so a clean-up that judged an unpack stale by its
+    mtime deleted a racing job's fresh unpack (issue 14 §1: 9 of 48 failed)."""
+    image = annex_link(tmp_path, image)  # what a job's containers-run calls
+    work = tmp_path / "w"
+    work.mkdir()
+    # the tasks of an array arrive spread over about one unpack's time, so that some
+    # start while others have just finished their tar (the window of the old race)
+    started = time.monotonic()
+    run(image, work, "true", cache=tmp_path / "warmup", check=True)
+    spread = (time.monotonic() - started) / 16
+    failed = []
+    for round_ in range(5):
+        cache = tmp_path / f"cache{round_}"
+        procs = []
+        for i in range(16):
+            procs.append(subprocess.Popen(
+                [SH, str(WRAPPER), str(image), f"echo {i} > out{i}"], cwd=work,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "FAIRBIG_CONTAINER_CACHE": str(cache)}))
+            time.sleep(spread)
+        for i, proc in enumerate(procs):
+            _, err = proc.communicate()
+            if proc.returncode != 0 or (work / f"out{i}").read_text() != f"{i}\n":
+                failed.append((round_, i, proc.returncode, err.strip()))
+            (work / f"out{i}").unlink(missing_ok=True)
+        assert unpacked(cache) == [image.resolve().name]  # no .unpack.* left
+    assert failed == [], f"{len(failed)} of 80 container calls failed: {failed[:3]}"
+
+
+def damage_emptied(root: Path) -> None:
+    for entry in root.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def damage_one_file(root: Path) -> None:
+    (root / "bin" / "busybox").unlink()
+
+
+def damage_key_dir_gone(root: Path) -> None:
+    shutil.rmtree(root)
+
+
+def damage_whole_cache_gone(root: Path) -> None:
+    shutil.rmtree(root.parent)
+
+
+@pytest.mark.parametrize("damage", [damage_emptied, damage_one_file, damage_key_dir_gone,
+                                    damage_whole_cache_gone])
+def test_damaged_cache_entry_is_unpacked_again(tmp_path: Path, image: Path, damage):
+    """A node's scratch cleaner empties or thins out the image cache: the next job
+    unpacks the image again instead of failing (and every later job with it)."""
+    cache = tmp_path / "cache"
+    run(image, tmp_path, "true", cache=cache, check=True)
+    [key] = unpacked(cache)
+    listing = sorted(str(p.relative_to(cache / key)) for p in (cache / key).rglob("*"))
+    damage(cache / key)
+    for i in range(2):  # the repaired entry serves the next job too
+        res = run(image, tmp_path, f"echo ok{i} > out; cat out", cache=cache, check=True)
+        assert res.stdout == f"ok{i}\n" and res.stderr == ""
+    assert unpacked(cache) == [key]
+    assert sorted(str(p.relative_to(cache / key)) for p in (cache / key).rglob("*")) == listing
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_cache_names_the_reason(tmp_path: Path, image: Path):
+    """A cache (or TMPDIR) on a full file system: one line with the real reason, 127,
+    nothing half-unpacked left behind, and the next call on a roomy cache works."""
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(tiny)], check=True)
+    try:
+        res = run(image, tmp_path, "true", cache=tiny / "cache")
+        assert res.returncode == 127, res
+        [line] = res.stderr.splitlines()
+        assert line.startswith(f"fairbig-container: cannot unpack image '{image}': "), line
+        assert "No space left on device" in line, line
+        assert not [p for p in (tiny / "cache").iterdir() if p.name.startswith(".unpack")]
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)
 
 
 # -- the ukb-mini pipeline -----------------------------------------------------------
