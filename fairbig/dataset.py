@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +14,30 @@ from .errors import FairbigError
 from .proc import run
 from .stores import RiaStore, parse_store
 
+# The one name of the main branch: the analysis dataset's, its subdatasets', and the
+# branch (and HEAD) of its repositories in both stores. Merges land on it; compare
+# defaults to it; the README and --help examples write STORE@main.
+MAIN_BRANCH = "main"
+
 WORK = Path(".fairbig") / "work"
+
+
+@contextmanager
+def new_repos_on_main_branch() -> Iterator[None]:
+    """Every ``git init`` in this block (datalad create, the stores' bare repositories
+    that create-sibling-ria makes) starts on MAIN_BRANCH, whatever the user's or git's
+    default (git 2.39 still says ``master``). Added as one more ``GIT_CONFIG_*`` entry,
+    so settings already given that way stay."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("GIT_CONFIG_")}
+    n = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)
+    os.environ.update({f"GIT_CONFIG_KEY_{n}": "init.defaultBranch",
+                       f"GIT_CONFIG_VALUE_{n}": MAIN_BRANCH, "GIT_CONFIG_COUNT": str(n + 1)})
+    try:
+        yield
+    finally:
+        for k in [k for k in os.environ if k.startswith("GIT_CONFIG_")]:
+            del os.environ[k]
+        os.environ.update(saved)
 
 
 @dataclass(frozen=True)
@@ -91,4 +117,4 @@ class Analysis:
     @cached_property
     def default_branch(self) -> str:
         ref = run(["git", "symbolic-ref", "--short", "HEAD"], cwd=self.root).stdout.strip()
-        return ref or "master"
+        return ref or MAIN_BRANCH

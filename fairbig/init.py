@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import config as cfgmod
 from . import dl, gpg
+from .dataset import new_repos_on_main_branch
 from .errors import FairbigError
 from .proc import run
 from .resources import container_wrapper
@@ -137,16 +138,17 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
 
     rollback = Rollback()
     try:
-        rollback.created(target)
-        dsid = _build(target, opts, image, name, fprs, cfg_text, step)
-        step("creating the encrypted output store")
-        rollback.track_store(out_store, dsid)
-        _add_output_store(target, out_store, fprs)
-        step("publishing to the input store")
-        sub_id = _dataset_id(target / CONTAINERS_DIR)
-        rollback.track_store(in_store, dsid)
-        rollback.track_store(in_store, sub_id)
-        _publish_input(target, in_store)
+        with new_repos_on_main_branch():
+            rollback.created(target)
+            dsid = _build(target, opts, image, name, fprs, cfg_text, step)
+            step("creating the encrypted output store")
+            rollback.track_store(out_store, dsid)
+            _add_output_store(target, out_store, fprs)
+            step("publishing to the input store")
+            sub_id = _dataset_id(target / CONTAINERS_DIR)
+            rollback.track_store(in_store, dsid)
+            rollback.track_store(in_store, sub_id)
+            _publish_input(target, in_store)
     except BaseException:
         rollback.undo()
         if existed:

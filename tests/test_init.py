@@ -186,3 +186,22 @@ def test_init_takes_settings_from_a_given_config(tmp_path: Path, ukb_input: dict
     assert cfg.backend.slurm.partition == "short" and cfg.backend.name == "slurm"
     assert cfg.command == "sh code/run.sh {input_dir} {output_dir}"  # the flag wins
     assert cfg.stores.output == f"ria+file://{base}/out"
+
+
+def test_one_main_branch_everywhere(analysis: Path):
+    """The branch is ``main`` in the analysis dataset, its containers subdataset and both
+    stores (each store's HEAD names it), so ``compare STORE@main``, as the help and README
+    write it, works (issue 14 §7: the store's branch was ``master``)."""
+    cfg = cfgmod.load(analysis / "fairbig.yaml")
+    ident = dsid(analysis)
+    out_git = Path(cfg.stores.output.removeprefix("ria+file://")) / ident[:3] / ident[3:]
+    in_git = Path(cfg.stores.input.removeprefix("ria+file://")) / ident[:3] / ident[3:]
+    for repo in (analysis / ".git", analysis / "containers" / ".git", out_git, in_git):
+        head = sh("git", f"--git-dir={repo}", "symbolic-ref", "HEAD").stdout.strip()
+        assert head == "refs/heads/main", (repo, head)
+        sh("git", f"--git-dir={repo}", "rev-parse", "--verify", "refs/heads/main^{commit}")
+    # no results yet, but @main resolves (it was "ref 'main' not found") in both forms
+    main = sh("git", f"--git-dir={out_git}", "rev-parse", "main").stdout.strip()
+    res = fairbig("compare", f"{out_git}@main", f"{cfg.stores.output}#{ident}@main",
+                  cwd=analysis, check=False)
+    assert f"no files below results/ in {out_git} at {main[:12]}" in res.stderr, res.stderr

@@ -152,7 +152,7 @@ def test_merge_refuses_conflicts_naming_jobs_and_path(run, ukb_input):
     ana = run["ana"]
     sgit = store_git(ana)
     a, b = ukb_input["ids"][:2]
-    main_before = git(sgit, "rev-parse", "refs/heads/master").strip()
+    main_before = git(sgit, "rev-parse", "refs/heads/main").strip()
     saved = {j: git(sgit, "rev-parse", f"refs/heads/job-{j}").strip() for j in (a, b)}
     try:
         _craft_branch(ana, a, {"results/shared.txt": "from a\n"})
@@ -163,7 +163,7 @@ def test_merge_refuses_conflicts_naming_jobs_and_path(run, ukb_input):
         assert "written by several jobs" in proc.stderr
         outside = fairbig("merge", cwd=ana, check=False)
         assert outside.returncode != 0 and "outside the job's area" in outside.stderr
-        assert git(sgit, "rev-parse", "refs/heads/master").strip() == main_before
+        assert git(sgit, "rev-parse", "refs/heads/main").strip() == main_before
     finally:
         for j, sha in saved.items():
             git(sgit, "update-ref", f"refs/heads/job-{j}", sha)
@@ -173,7 +173,7 @@ def test_merge_refuses_branch_with_missing_content(run, ukb_input):
     ana = run["ana"]
     sgit = store_git(ana)
     victim = ukb_input["ids"][2]
-    main_before = git(sgit, "rev-parse", "refs/heads/master").strip()
+    main_before = git(sgit, "rev-parse", "refs/heads/main").strip()
     saved = git(sgit, "rev-parse", f"refs/heads/job-{victim}").strip()
     key = "MD5E-s6--0123456789abcdef0123456789abcdef.txt"
     try:
@@ -183,7 +183,7 @@ def test_merge_refuses_branch_with_missing_content(run, ukb_input):
         assert proc.returncode != 0
         assert "content missing" in proc.stderr and victim in proc.stderr
         assert f"results/{victim}/never-pushed.txt" in proc.stderr
-        assert git(sgit, "rev-parse", "refs/heads/master").strip() == main_before
+        assert git(sgit, "rev-parse", "refs/heads/main").strip() == main_before
     finally:
         git(sgit, "update-ref", f"refs/heads/job-{victim}", saved)
 
@@ -195,7 +195,7 @@ def test_merge_brings_every_result_into_main(run, ukb_input, tmp_path):
     assert sorted(out["merged"]) == sorted(ukb_input["ids"])
     assert git(sgit, "for-each-ref", "refs/heads/job-*") == ""  # branches pruned
     assert set(states(ana).values()) == {"merged"}
-    log = git(sgit, "log", "--format=%s", "refs/heads/master")
+    log = git(sgit, "log", "--format=%s", "refs/heads/main")
     for jid in ukb_input["ids"]:
         assert f"fairbig job {jid} (input" in log  # every run record reachable from main
     clone = tmp_path / "fresh"
@@ -223,8 +223,8 @@ def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
     victim = ukb_input["ids"][1]
     record = "20252_2_0.zip"
     good = (ukb_input["path"] / victim / record).read_bytes()
-    old = git(sgit, "rev-parse", f"refs/heads/master:results/{victim}").strip()
-    others = [n for n in git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/master", "--",
+    old = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
+    others = [n for n in git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/main", "--",
                              "results").splitlines() if not n.startswith(f"results/{victim}/")]
     gen.replace_record(ukb_input["path"], victim, record,
                        gen.make_record(record, victim, seed=99), "update")
@@ -236,9 +236,9 @@ def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
         log = (ana / ".fairbig" / "work" / "logs" / f"{victim}.log").read_text()
         assert f"{len(others)} result file(s) of other jobs left out" in log  # sparse
         assert json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"] == [victim]
-        new = git(sgit, "rev-parse", f"refs/heads/master:results/{victim}").strip()
+        new = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
         assert new != old
-        names = git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/master", "--",
+        names = git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/main", "--",
                     "results").splitlines()
         assert {n.split("/")[1] for n in names} == set(ukb_input["ids"])  # others kept
     finally:

@@ -65,7 +65,7 @@ def assert_all_merged(ana: Path, ukb_input: dict) -> None:
     assert counts["merged"] == len(ukb_input["ids"]) == sum(counts.values()), counts
     assert (markers(ana) / f"merged-{plan_commit(ana)}").exists()
     assert git(store_git(ana), "for-each-ref", "refs/heads/job-*") == ""
-    log = git(store_git(ana), "log", "--format=%s", "refs/heads/master")
+    log = git(store_git(ana), "log", "--format=%s", "refs/heads/main")
     for jid in ukb_input["ids"]:
         assert f"fairbig job {jid} (input" in log
 
@@ -80,12 +80,12 @@ def test_local_run_merges_and_second_run_does_nothing(planned, ukb_input, tmp_pa
     assert (markers(ana) / ".snakemake").is_dir()
     assert subprocess.run(["git", "status", "--porcelain", "--ignore-submodules"], cwd=ana,
                           capture_output=True, text=True, check=True).stdout == ""
-    main = git(store_git(ana), "rev-parse", "refs/heads/master")
+    main = git(store_git(ana), "rev-parse", "refs/heads/main")
 
     second = ok(snakemake(ana, "--cores", "2", cwd=tmp_path))
     assert "Nothing to be done" in log(second)
     assert ran(second) == [] and "fairbig_merge" not in log(second)
-    assert git(store_git(ana), "rev-parse", "refs/heads/master") == main
+    assert git(store_git(ana), "rev-parse", "refs/heads/main") == main
 
     # the audit rule: recompute one finished job from its run record
     audit = ok(snakemake(ana, "--cores", "2", "fairbig_rerun", config=("rerun_sample=1",),
