@@ -2,9 +2,9 @@
 
 Cold where a user is cold (issue 14 §1, §6): a fresh TMPDIR (so the jobs' container
 cache, ``$TMPDIR/fairbig-containers-UID``, is empty), a fresh HOME and XDG cache (no
-datalad or fairbig caches, no gpg agent, no GNUPGHOME), no CONDOR_CONFIG. Kept: the
-git identity that ``make install`` (scripts/bootstrap) writes when there is none,
-since that is what a fresh machine has after its first ``make``.
+datalad or fairbig caches, no gpg agent, no GNUPGHOME), no CONDOR_CONFIG. Given: the
+git identity that ``make install`` (scripts/bootstrap) writes into HOME when there is
+none, since a fresh machine has it after its first ``make``.
 """
 
 from __future__ import annotations
@@ -32,9 +32,13 @@ def cold_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GNUPGHOME", "XDG_", "FAIRBIG_", "CONDOR_", "SLURM_"))}
     env.update(HOME=str(home), TMPDIR=str(tmpdir), FAIRBIG_VENV=str(VENV))
-    gitconfig = Path.home() / ".gitconfig"
-    if gitconfig.exists():  # bootstrap's identity (see the module docstring)
-        env["GIT_CONFIG_GLOBAL"] = str(gitconfig)
+    env.pop("GIT_CONFIG_GLOBAL", None)
+    # bootstrap's identity (see the module docstring), in the new HOME: jobs on a
+    # cluster or in the pool get this HOME, not the files of this machine's /root
+    for name, default in (("user.name", "fairbig"), ("user.email", "fairbig@localhost")):
+        value = subprocess.run(["git", "config", "--global", name], capture_output=True,
+                               text=True).stdout.strip() or default
+        subprocess.run(["git", "config", "--global", name, value], env=env, check=True)
     return env
 
 
