@@ -143,7 +143,9 @@ def check(ctx: click.Context, as_json: bool) -> None:
               help="forget the kept --only/--exclude lists: plan every subject")
 @click.option("--allow-shrink", is_flag=True,
               help="commit a plan that drops jobs with results, or has no jobs at all")
-@click.option("--update", is_flag=True, help="first update the input dataset from its origin")
+@click.option("--update", is_flag=True,
+              help="plan from the newest state of the input dataset's origin (recorded with"
+              " the plan, in one commit)")
 @click.option("--dry-run", is_flag=True, help="show what would be planned, write nothing")
 @json_option
 @click.pass_context

@@ -365,7 +365,7 @@ def test_every_command_with_dash_c_answers_as_inside(ana, own_input, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     before = snapshot(ana)
-    for cmd in (["status", "--json"], ["script", "--json"], ["merge", "--dry-run", "--json"],
+    for cmd in (["status", "--json"], ["merge", "--dry-run", "--json"],
                 ["cleanup", "--dry-run", "--json"], ["check", "--json"],
                 ["plan", "--dry-run", "--json"], ["rerun", own_input["ids"][0], "--json"]):
         inside = fairbig(*cmd, cwd=ana, check=False)
@@ -375,4 +375,6 @@ def test_every_command_with_dash_c_answers_as_inside(ana, own_input, tmp_path):
            for pre, cwd in (((), ana), (("-C", str(ana)), elsewhere))]
     assert [{k: v for k, v in d.items() if k != "run_dir"} for d in dry] == [
         {k: v for k, v in dry[0].items() if k != "run_dir"}] * 2
+    script = json.loads(fairbig("-C", str(ana), "script", "--json", cwd=elsewhere).stdout)
+    assert Path(script["script"]).is_relative_to(ana / ".fairbig" / "work" / "runs")
     assert snapshot(ana) == before
