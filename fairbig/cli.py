@@ -125,47 +125,74 @@ def check(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(1)
 
 
-ids_option = click.option("--only", multiple=True, help="only these IDs (or @FILE of IDs)")
-
-
 @cli.command(help="Split the analysis into jobs, from git trees only (no content fetched)."
-             + example("fairbig plan --by session --exclude 1234567"))
+             " The selection (--by, --only, --exclude) is kept in fairbig.yaml (inputs.by,"
+             " inputs.only, inputs.exclude), so a plain 'fairbig plan' plans the same jobs"
+             " again. IDs the input dataset does not have are refused, and so is a plan that"
+             " would drop jobs whose results are in the output store or hold no jobs,"
+             " unless --allow-shrink is given. Nothing is written when a plan is refused."
+             + example("fairbig plan --by session --exclude 1234567    |    "
+                       "fairbig plan --update --dry-run"))
 @click.option("--by", type=click.Choice(["subject", "session"]), default=None,
-              help="one job per subject (default from fairbig.yaml) or per session")
-@ids_option
-@click.option("--exclude", multiple=True, help="leave out these IDs (or @FILE of IDs)")
-@click.option("--update", is_flag=True, help="first update the input dataset from its origin")
+              help="one job per subject or per session (kept; default from fairbig.yaml)")
+@click.option("--only", multiple=True,
+              help="only these subject/job IDs, or @FILE of IDs (kept; replaces the kept list)")
+@click.option("--exclude", multiple=True,
+              help="leave out these IDs, or @FILE of IDs (kept; replaces the kept list)")
+@click.option("--all", "everything", is_flag=True,
+              help="forget the kept --only/--exclude lists: plan every subject")
+@click.option("--allow-shrink", is_flag=True,
+              help="commit a plan that drops jobs with results, or has no jobs at all")
+@click.option("--update", is_flag=True,
+              help="plan from the newest state of the input dataset's origin (recorded with"
+              " the plan, in one commit)")
 @click.option("--dry-run", is_flag=True, help="show what would be planned, write nothing")
 @json_option
 @click.pass_context
 def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tuple[str, ...],
-         update: bool, dry_run: bool, as_json: bool) -> None:
+         everything: bool, allow_shrink: bool, update: bool, dry_run: bool,
+         as_json: bool) -> None:
     from . import planning
 
+    if everything and only:
+        raise FairbigError("--all and --only contradict each other", "give one of them")
     a = analysis_of(ctx)
     if update:
-        ui.step("updating the input dataset")
-        planning.update_inputs(a)
-    out = planning.plan(a, by, planning.read_ids(only), planning.read_ids(exclude), dry_run)
+        ui.step("fetching the input dataset's origin")
+    req = planning.PlanRequest(
+        by, tuple(planning.read_ids(only)) if only else None,
+        tuple(planning.read_ids(exclude)) if exclude else None, everything, update, dry_run,
+        allow_shrink)
+    out = planning.plan(a, req)
     if as_json:
         ui.emit_json(asdict(out))
         return
+    sel = planning.Selection(**out.selection)
     ui.say(f"{out.jobs} jobs ({out.layout} layout): {len(out.new)} new, "
            f"{len(out.changed)} changed, {len(out.done)} already done")
-    for label, ids in (("new", out.new), ("changed", out.changed)):
+    ui.say(f"  selection: {sel.describe()} (kept in fairbig.yaml; change with --by/--only/"
+           "--exclude, --all for every subject)")
+    if out.input_updated:
+        ui.say(f"  input dataset {'would move' if dry_run else 'updated'} to "
+               f"{out.input_commit[:12]}")
+    for label, ids in (("new", out.new), ("changed", out.changed), ("dropped", out.dropped),
+                       ("kept IDs not in the input dataset", out.stale_ids)):
         if ids:
-            ui.say(f"  {label}: {' '.join(ids[:10])}{' …' if len(ids) > 10 else ''}")
+            shown = " ".join(ids[:planning.SHOWN])
+            ui.say(f"  {label}: {shown}{' …' if len(ids) > planning.SHOWN else ''}")
     if out.skipped:
         ui.say(f"  skipped (subject tree unreadable): {' '.join(out.skipped[:10])}")
     if not dry_run:
         ui.say(f"plan {'committed' if out.committed else 'unchanged'} at {out.commit[:12]}")
+    else:
+        ui.say("dry run: nothing written")
 
 
 @cli.command(help="Submit planned jobs (local backend by default: runs them here)."
              + example("fairbig submit --backend slurm --failed"))
 @click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default=None)
 @click.option("--failed", is_flag=True, help="resubmit failed, cancelled and lost jobs only")
-@ids_option
+@click.option("--only", multiple=True, help="only these IDs (or @FILE of IDs)")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="local backend: jobs at once (default: cores)")
 @click.option("--dry-run", is_flag=True, help="write the job files, submit nothing")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
@@ -37,6 +37,8 @@ class InputsConfig:
     path: str = "inputs/data"
     layout: str = "auto"
     by: str = "subject"
+    only: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -303,6 +305,11 @@ inputs:
   layout: auto
   # One job per subject, or per subject and session.
   by: subject
+  # Plan only these subject or job IDs ([] = all), and leave out these.
+  # `fairbig plan --by/--only/--exclude` set them, `fairbig plan --all` clears
+  # only and exclude; a plain `fairbig plan` plans what they select.
+  only: []
+  exclude: []
 
 # Container to run the pipeline in (datalad-container name, with its dataset).
 container: ""
@@ -356,7 +363,21 @@ def _set_path(doc: CommentedMap, dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     for part in parents:
         node = node[part]
+    if last not in node and node and (prev := list(node)[-1]) in node.ca.items:
+        # a key added to a file written before it existed goes last in its section;
+        # the comment that follows the section (the next section's) moves along
+        node[last] = value
+        node.ca.items[last] = node.ca.items.pop(prev)
+        return
     node[last] = value
+
+
+def flow_list(values: list[str]) -> CommentedSeq:
+    """A list written as ``[a, b, …]``: replacing it keeps the comments around it (a
+    block list carries the next setting's comment and loses it when emptied)."""
+    seq = CommentedSeq(values)
+    seq.fa.set_flow_style()
+    return seq
 
 
 def render(updates: dict[str, Any], base_text: str = DEFAULT_TEXT) -> str:

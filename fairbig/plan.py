@@ -8,10 +8,11 @@ table itself never depends on how far a computation got.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,12 +63,15 @@ class Layout:
 
 # ---------------------------------------------------------------- reading (git)
 
-def read_layout(root: Path, inputs_path: str, layout: str, by: str) -> Layout:
-    """Subjects/sessions of the input dataset at the commit ``root``'s HEAD records."""
-    commit = gitlink(git_dir_of(root), "HEAD", inputs_path)
-    if not commit:
+def read_layout(root: Path, inputs_path: str, layout: str, by: str,
+                commit: str | None = None) -> Layout:
+    """Subjects/sessions of the input dataset at ``commit``; by default the commit
+    ``root``'s HEAD records (``plan --update`` passes the one it is about to record)."""
+    recorded = gitlink(git_dir_of(root), "HEAD", inputs_path)
+    if not recorded:
         raise FairbigError(f"{inputs_path} is not a subdataset of {root}",
                            "set inputs.path in fairbig.yaml to the input dataset's path")
+    commit = commit or recorded
     sub_git = git_dir_of(root / inputs_path)
     if not sub_git.exists():
         raise FairbigError(f"the input dataset {inputs_path} is not installed",
@@ -193,8 +197,11 @@ def _parse_tree_object(body: bytes) -> Iterator[Entry]:
 
 # ---------------------------------------------------------------- pure planning
 
-def select(units: Sequence[Unit], only: set[str], exclude: set[str]) -> list[Unit]:
+def select(units: Sequence[Unit], only: Collection[str],
+           exclude: Collection[str]) -> list[Unit]:
     """Apply --only/--exclude (matching subject IDs or job IDs)."""
+    only, exclude = set(only), set(exclude)
+
     def key_ids(u: Unit) -> set[str]:
         return {u.subject, job_id(u)}
 
@@ -202,6 +209,44 @@ def select(units: Sequence[Unit], only: set[str], exclude: set[str]) -> list[Uni
     if only:
         chosen = [u for u in chosen if key_ids(u) & only]
     return chosen
+
+
+def unknown_ids(units: Sequence[Unit], ids: Iterable[str]) -> list[str]:
+    """Those of ``ids`` that name no subject and no job of ``units``, sorted."""
+    known = {u.subject for u in units} | {job_id(u) for u in units}
+    return sorted(set(ids) - known)
+
+
+def nearest(unknown: str, units: Sequence[Unit]) -> str:
+    """The known ID a mistyped one most likely meant ("" if none is close): BIDS IDs
+    are given without their ``sub-`` prefix often enough to try that first."""
+    known = sorted({u.subject for u in units} | {job_id(u) for u in units})
+    if f"sub-{unknown}" in known:
+        return f"sub-{unknown}"
+    close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.75)
+    return close[0] if close else ""
+
+
+def refuse_unknown(option: str, ids: Iterable[str], units: Sequence[Unit]) -> None:
+    """One line naming the IDs given to ``option`` that the input dataset does not have;
+    a typo must not plan nothing (``--only``) or everything (``--exclude``)."""
+    bad = unknown_ids(units, ids)
+    if not bad:
+        return
+    shown = ", ".join(repr(b) + (f" (did you mean {m!r}?)" if (m := nearest(b, units)) else "")
+                      for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    raise FairbigError(f"{option} names {len(bad)} ID(s) that are no subject or job of the "
+                       f"input dataset: {shown}",
+                       "give subject IDs or job IDs as 'fairbig plan --dry-run --json' lists "
+                       "them; nothing was planned")
+
+
+def dropped_with_results(previous: Iterable[str], jobs: Sequence[Job],
+                         finished: Collection[str]) -> list[str]:
+    """Jobs of the previous plan that this one leaves out although the output store
+    has their results (a branch or a merged result), sorted."""
+    kept = {j.job_id for j in jobs}
+    return sorted(j for j in previous if j not in kept and j in finished)
 
 
 def job_id(unit: Unit) -> str:

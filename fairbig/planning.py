@@ -1,18 +1,92 @@
-"""``fairbig plan`` as a command: read, decide, write atomically, commit, publish."""
+"""``fairbig plan`` as a command: read, decide, refuse or write atomically, commit, publish.
+
+Nothing is written until the whole plan is decided and accepted: unknown IDs, a plan
+that would drop jobs with results or hold no jobs at all are refused first, and
+``--update`` fetches the input dataset's origin but moves it only together with the
+commit of the plan made from it (and back, if that commit fails).
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from . import config as cfgmod
 from . import dl
 from .dataset import Analysis
 from .errors import FairbigError
-from .plan import Job, PlanDiff, diff, make_jobs, parse_tsv, read_layout, render_tsv, select
+from .gittree import git_dir_of, gitlink
+from .plan import (
+    Job,
+    diff,
+    dropped_with_results,
+    make_jobs,
+    parse_tsv,
+    read_layout,
+    refuse_unknown,
+    render_tsv,
+    select,
+    unknown_ids,
+)
 from .proc import run
 from .results import read_finished
+
+SHOWN = 10  # IDs named in one line of output or of an error
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which jobs a plan holds. Kept in ``fairbig.yaml`` (``inputs.by``, ``inputs.only``,
+    ``inputs.exclude``) and committed with the plan, so a plain ``fairbig plan`` plans the
+    same set as the last one did."""
+
+    by: str
+    only: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, cfg: cfgmod.Config) -> Selection:
+        return cls(cfg.inputs.by, tuple(cfg.inputs.only), tuple(cfg.inputs.exclude))
+
+    def updates(self) -> dict[str, Any]:
+        """The ``fairbig.yaml`` settings that keep this selection."""
+        return {"inputs.by": self.by, "inputs.only": cfgmod.flow_list(list(self.only)),
+                "inputs.exclude": cfgmod.flow_list(list(self.exclude))}
+
+    def describe(self) -> str:
+        def ids(values: tuple[str, ...]) -> str:
+            return " ".join(values[:SHOWN]) + (f" … ({len(values)})" if len(values) > SHOWN
+                                                else "")
+
+        parts = [f"by {self.by}", f"only {ids(self.only)}" if self.only else "all subjects"]
+        if self.exclude:
+            parts.append(f"excluding {ids(self.exclude)}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the command line asked for; ``None`` keeps what ``fairbig.yaml`` holds."""
+
+    by: str | None = None
+    only: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+    everything: bool = False        # --all: forget the kept --only/--exclude lists
+    update: bool = False
+    dry_run: bool = False
+    allow_shrink: bool = False
+
+    def selection(self, kept: Selection) -> Selection:
+        def pick(given: tuple[str, ...] | None, old: tuple[str, ...]) -> tuple[str, ...]:
+            if given is not None:
+                return tuple(sorted(set(given)))
+            return () if self.everything else old
+
+        return Selection(self.by or kept.by, pick(self.only, kept.only),
+                         pick(self.exclude, kept.exclude))
 
 
 @dataclass
@@ -23,21 +97,32 @@ class PlanOutcome:
     changed: list[str]
     done: list[str]
     skipped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    stale_ids: list[str] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)
+    input_commit: str = ""
+    input_updated: bool = False
     committed: bool = False
     commit: str = ""
 
 
 def read_ids(values: tuple[str, ...]) -> set[str]:
-    """IDs from the command line; ``@FILE`` reads one ID per line."""
+    """IDs from the command line; ``@FILE`` reads one ID per line (relative to the
+    current directory; blank lines and ``#`` comments ignored)."""
     out: set[str] = set()
     for v in values:
-        if v.startswith("@"):
-            path = Path(v[1:])
-            if not path.exists():
-                raise FairbigError(f"ID file {path} does not exist", "give an existing file")
-            out |= {line.strip() for line in path.read_text().splitlines() if line.strip()}
-        else:
+        if not v.startswith("@"):
             out.add(v)
+            continue
+        path = Path(v[1:]).absolute()
+        if not path.is_file():
+            raise FairbigError(f"ID file {path} does not exist",
+                               "give an existing file after '@', one ID per line")
+        ids = {s for line in path.read_text().splitlines() if (s := line.split("#")[0].strip())}
+        if not ids:
+            raise FairbigError(f"ID file {path} holds no IDs",
+                               "write one subject or job ID per line")
+        out |= ids
     return out
 
 
@@ -51,16 +136,6 @@ def finished_states(a: Analysis) -> dict[str, str]:
     return read_finished(a.output_git, a.default_branch).states()
 
 
-def compute(a: Analysis, by: str | None, only: set[str], exclude: set[str]) -> tuple[
-        list[Job], PlanDiff, list[str], str]:
-    cfg = a.config
-    layout = read_layout(a.root, cfg.inputs.path, cfg.inputs.layout, by or cfg.inputs.by)
-    units = select(layout.units, only, exclude)
-    jobs = make_jobs(units, cfg.inputs.path, cfg.results, cfg.command)
-    previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
-    return jobs, diff(jobs, finished_states(a), previous), layout.skipped, layout.kind
-
-
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -69,39 +144,132 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def update_inputs(a: Analysis) -> None:
-    """Bring the input dataset to its origin's newest state and record it."""
-    import datalad.api as dapi
+@dataclass(frozen=True)
+class InputUpdate:
+    """``plan --update``: the input dataset fetched from its origin, not yet moved.
 
-    dl.call(dapi.update, dataset=str(a.root / a.config.inputs.path), how="merge",
-            hint="check that the input dataset's origin is reachable")
-    dl.call(dapi.save, dataset=str(a.root), path=[a.config.inputs.path],
-            message="fairbig: update input dataset")
+    ``target`` is what the plan is made from; :meth:`apply` fast-forwards the input
+    dataset to it only when the plan is committed, :meth:`undo` puts it back."""
+
+    path: Path          # the input dataset, absolute: datalad resolves relative paths
+    before: str         # against the process's directory, which -C does not change
+    target: str
+
+    @classmethod
+    def fetch(cls, a: Analysis) -> InputUpdate:
+        import datalad.api as dapi
+
+        path = a.root / a.config.inputs.path
+        dl.call(dapi.update, dataset=str(path), how="fetch",
+                hint="check that the input dataset's origin is reachable; nothing was changed")
+        before = run(["git", "rev-parse", "HEAD"], cwd=path).stdout.strip()
+        upstream = run(["git", "rev-parse", "--verify", "-q", "@{upstream}"], cwd=path,
+                       check=False).stdout.strip()
+        if not upstream:
+            raise FairbigError(f"the input dataset {a.config.inputs.path} is not on a branch "
+                               "that tracks its origin",
+                               f"check out its branch in {path} (git -C {path} status)")
+        if run(["git", "merge-base", "--is-ancestor", before, upstream], cwd=path,
+               check=False).returncode != 0:
+            raise FairbigError(f"the input dataset {a.config.inputs.path} has commits its "
+                               "origin does not have",
+                               f"push or drop them in {path}; nothing was changed")
+        return cls(path, before, upstream)
+
+    def apply(self) -> None:
+        run(["git", "merge", "-q", "--ff-only", self.target], cwd=self.path)
+
+    def undo(self) -> None:
+        run(["git", "reset", "-q", "--keep", self.before], cwd=self.path)
 
 
-def plan(a: Analysis, by: str | None = None, only: set[str] | None = None,
-         exclude: set[str] | None = None, dry_run: bool = False) -> PlanOutcome:
-    import datalad.api as dapi
-
-    jobs, d, skipped, kind = compute(a, by, only or set(), exclude or set())
-    out = PlanOutcome(kind, len(jobs), d.new, d.changed, d.done, skipped)
-    if dry_run:
+def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
+    """Decide the plan; refuse it, report it (``dry_run``) or commit and publish it."""
+    cfg = a.config
+    kept = Selection.of(cfg)
+    sel = req.selection(kept)
+    update = InputUpdate.fetch(a) if req.update else None
+    layout = read_layout(a.root, cfg.inputs.path, cfg.inputs.layout, sel.by,
+                         update.target if update else None)
+    refuse_unknown("--only", req.only or (), layout.units)
+    refuse_unknown("--exclude", req.exclude or (), layout.units)
+    jobs = make_jobs(select(layout.units, sel.only, sel.exclude), cfg.inputs.path, cfg.results,
+                     cfg.command)
+    previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
+    finished = finished_states(a)
+    if not req.allow_shrink:
+        refuse_shrink(jobs, dropped_with_results(previous, jobs, finished), sel)
+    d = diff(jobs, finished, previous)
+    recorded = gitlink(git_dir_of(a.root), "HEAD", cfg.inputs.path) or ""
+    out = PlanOutcome(
+        layout.kind, len(jobs), d.new, d.changed, d.done, layout.skipped,
+        dropped=sorted(set(previous) - {j.job_id for j in jobs}),
+        stale_ids=unknown_ids(layout.units, (*sel.only, *sel.exclude)),
+        selection=asdict(sel), input_commit=update.target if update else recorded,
+        input_updated=bool(update and update.target != recorded))
+    if req.dry_run:
         return out
     text = render_tsv(jobs)
-    if not a.plan_file.exists() or a.plan_file.read_text() != text:
+    plan_changed = not a.plan_file.exists() or a.plan_file.read_text() != text
+    if plan_changed or out.input_updated or sel != kept:
         # a plan commit that cannot be published is one no job can clone: store first
         where = a.input_store.dataset_dir(a.dataset_id)
         if not where.exists():
             raise FairbigError(f"the input store has no copy of this dataset at {where}",
                                "check stores.input in fairbig.yaml and that the store is "
                                "mounted; nothing was planned")
-        write_atomic(a.plan_file, text)
-        dl.call(dapi.save, dataset=str(a.root), path=[str(a.plan_file)],
-                message=f"fairbig: plan of {len(jobs)} jobs")
+        commit_plan(a, text, sel if sel != kept else None,
+                    update if out.input_updated else None, len(jobs))
         out.committed = True
     publish(a)
     out.commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
     return out
+
+
+def refuse_shrink(jobs: list[Job], lost: list[str], sel: Selection) -> None:
+    """A plan never silently forgets results or becomes empty: the user says so."""
+    if lost:
+        shown = ", ".join(lost[:SHOWN]) + (" …" if len(lost) > SHOWN else "")
+        raise FairbigError(f"this plan would drop {len(lost)} job(s) whose results are in the "
+                           f"output store: {shown}",
+                           "keep them in --only/--exclude, or pass --allow-shrink to drop "
+                           "them; nothing was planned")
+    if not jobs:
+        raise FairbigError(f"this plan would have no jobs (selection: {sel.describe()})",
+                           "change --only/--exclude (--all plans every subject), or pass "
+                           "--allow-shrink for an empty plan; nothing was planned")
+
+
+def commit_plan(a: Analysis, text: str, sel: Selection | None, update: InputUpdate | None,
+                n_jobs: int) -> None:
+    """One commit of the plan, the selection that made it and the input dataset state it
+    was made from; on any failure every file, the input dataset and HEAD are put back."""
+    import datalad.api as dapi
+
+    config_file = a.root / cfgmod.CONFIG_NAME
+    files = {p: p.read_bytes() if p.exists() else None for p in (a.plan_file, config_file)}
+    head = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
+    paths = [a.plan_file] + ([config_file] if sel else []) + ([update.path] if update else [])
+    message = f"fairbig: plan of {n_jobs} jobs" + (
+        f" (input dataset updated to {update.target[:12]})" if update else "")
+    try:
+        if update:
+            update.apply()
+        write_atomic(a.plan_file, text)
+        if sel:
+            cfgmod.update_file(config_file, sel.updates())
+        dl.call(dapi.save, dataset=str(a.root), path=[str(p) for p in paths], message=message)
+    except BaseException:
+        run(["git", "reset", "-q", "--soft", head], cwd=a.root, check=False)
+        run(["git", "reset", "-q", "--", *map(str, paths)], cwd=a.root, check=False)
+        for path, data in files.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
+        if update:
+            update.undo()
+        raise
 
 
 def publish(a: Analysis) -> None:
@@ -114,4 +282,5 @@ def publish(a: Analysis) -> None:
                 hint="check that the input store is reachable and writable")
     for sibling in ("input", "output"):
         dl.call(dapi.push, dataset=str(a.root), to=sibling, data="nothing",
-                hint=f"check that the '{sibling}' store is reachable and writable")
+                hint=f"check that the '{sibling}' store is reachable and writable, then run "
+                "'fairbig plan' again to publish the committed plan")

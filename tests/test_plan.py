@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from fairbig import config as cfgmod
 from fairbig.errors import FairbigError
-from fairbig.plan import HEADER, diff, make_jobs, parse_tsv, read_layout, render_tsv, select
+from fairbig.plan import (
+    HEADER,
+    diff,
+    make_jobs,
+    nearest,
+    parse_tsv,
+    read_layout,
+    refuse_unknown,
+    render_tsv,
+    select,
+)
+
+from .conftest import BIN, fairbig, init_analysis, load_generator
 
 CMD = "sh code/p.sh {input_dir} {output_dir} {subject} {session}"
 FAKE = "1" * 40
@@ -147,3 +161,220 @@ def test_tampered_plan_row_refused(row: str, message: str):
     with pytest.raises(FairbigError) as exc:
         parse_tsv("\t".join(HEADER) + "\n" + row + "\n")
     assert message in str(exc.value)
+
+
+# ------------------------------------------------ the plan command on real datasets
+
+def test_nearest_id_suggests_the_sub_prefix_and_close_typos(tmp_path: Path):
+    root = make_super(tmp_path, bids_like({"sub-01": [], "sub-02": [], "sub-10": []}))
+    units = read_layout(root, "inputs/data", "bids", "subject").units
+    assert [nearest(x, units) for x in ("01", "sub-1O", "nosuch")] == ["sub-01", "sub-10", ""]
+    with pytest.raises(FairbigError) as exc:
+        refuse_unknown("--only", ["01", "sub-02", "zzz"], units)
+    assert str(exc.value) == (
+        "--only names 2 ID(s) that are no subject or job of the input dataset: '01' (did you "
+        "mean 'sub-01'?), 'zzz' (give subject IDs or job IDs as 'fairbig plan --dry-run --json'"
+        " lists them; nothing was planned)")
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def snapshot(ana: Path) -> dict:
+    """All a refused or failed plan must leave byte-identical: HEAD, index and work tree
+    of the analysis dataset, the input dataset's checkout, the plan and the settings."""
+    return {"head": _git(ana, "rev-parse", "HEAD"),
+            "status": _git(ana, "status", "--porcelain", "--ignore-submodules=none"),
+            "inputs": _git(ana / "inputs" / "data", "rev-parse", "HEAD"),
+            "inputs_status": _git(ana / "inputs" / "data", "status", "--porcelain"),
+            "files": {p: (ana / p).read_bytes() for p in (".fairbig/plan.tsv", "fairbig.yaml")},
+            "log": _git(ana, "log", "--format=%H %s")}
+
+
+def refused(ana: Path, *args: str, cwd: Path | None = None) -> str:
+    """The one error line of a refused ``fairbig plan``; asserts nothing changed."""
+    before = snapshot(ana)
+    proc = fairbig("-C", str(ana), "plan", *args, cwd=cwd or ana, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("fairbig: fetching")]
+    assert len(lines) == 1, proc.stderr
+    assert snapshot(ana) == before
+    return lines[0]
+
+
+def plan_json(ana: Path, *args: str, cwd: Path | None = None) -> dict:
+    return json.loads(fairbig("plan", "--json", *args, cwd=cwd or ana).stdout)
+
+
+@pytest.fixture(scope="module")
+def own_input(tmp_path_factory) -> dict:
+    """An input dataset of this module's own: its tests change it upstream."""
+    base = tmp_path_factory.mktemp("planin")
+    store = f"ria+file://{base}/input-store"
+    ids = load_generator().generate(base / "ukb", 4, 11, store)
+    return {"path": base / "ukb", "store": store, "url": f"{store}#~ukb", "ids": ids,
+            "base": base}
+
+
+@pytest.fixture(scope="module")
+def ana(tmp_path_factory, own_input, image, lab_key) -> Path:
+    path = init_analysis(tmp_path_factory.mktemp("plan"), own_input, image, lab_key)
+    assert plan_json(path)["jobs"] == 4
+    return path
+
+
+@pytest.mark.slow
+def test_unknown_ids_refused_in_one_line_and_nothing_written(ana, own_input, tmp_path):
+    first = own_input["ids"][0]
+    typo = first[:-1] + str((int(first[-1]) + 1) % 10)
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{own_input['ids'][1]}\n{typo}\n")
+    hint = ("(give subject IDs or job IDs as 'fairbig plan --dry-run --json' lists them; "
+            "nothing was planned)")
+    start = "fairbig: error: --only names 1 ID(s) that are no subject or job of the input dataset"
+    assert refused(ana, "--only", "nosuch") == f"{start}: 'nosuch' {hint}"
+    assert refused(ana, "--only", f"@{ids}") == (
+        f"{start}: '{typo}' (did you mean '{first}'?) {hint}")
+    assert refused(ana, "--exclude", "nosuch").startswith(
+        "fairbig: error: --exclude names 1 ID(s) that are no subject or job")
+    missing = tmp_path / "nosuch.txt"
+    assert refused(ana, "--only", f"@{missing}") == (
+        f"fairbig: error: ID file {missing} does not exist (give an existing file after '@',"
+        " one ID per line)")
+    (tmp_path / "empty.txt").write_text("\n# no IDs\n")
+    assert refused(ana, "--only", "@empty.txt", cwd=tmp_path) == (
+        f"fairbig: error: ID file {tmp_path / 'empty.txt'} holds no IDs (write one subject or "
+        "job ID per line)")
+    assert refused(ana, *[a for i in own_input["ids"] for a in ("--exclude", i)]) == (
+        "fairbig: error: this plan would have no jobs (selection: by subject, all subjects, "
+        f"excluding {' '.join(own_input['ids'])}) (change --only/--exclude (--all plans every "
+        "subject), or pass --allow-shrink for an empty plan; nothing was planned)")
+
+
+@pytest.mark.slow
+def test_update_dry_run_and_dash_c_from_elsewhere(ana, own_input, tmp_path):
+    """Issue 16: ``-C DIR plan --update`` from outside DIR failed and left inputs/data
+    moved; ``--dry-run`` moved it and committed too."""
+    gen = load_generator()
+    victim = own_input["ids"][1]
+    record = "20252_2_0.zip"
+    gen.replace_record(own_input["path"], victim, record,
+                       gen.make_record(record, victim, seed=99), "update")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    before = snapshot(ana)
+    dry = json.loads(fairbig("-C", str(ana), "plan", "--update", "--dry-run", "--json",
+                             cwd=elsewhere).stdout)
+    assert dry["changed"] == [victim] and dry["input_updated"] and not dry["committed"]
+    assert snapshot(ana) == before
+    text = fairbig("-C", str(ana), "plan", "--update", "--dry-run", cwd=elsewhere).stdout
+    assert "dry run: nothing written" in text and f"changed: {victim}" in text
+    assert snapshot(ana) == before
+    out = json.loads(fairbig("-C", str(ana), "plan", "--update", "--json", cwd=elsewhere).stdout)
+    assert out["changed"] == [victim] and out["committed"]
+    assert _git(ana, "status", "--porcelain", "--ignore-submodules=none") == ""
+    assert _git(ana, "log", "-1", "--format=%s") == (
+        f"fairbig: plan of 4 jobs (input dataset updated to {out['input_commit'][:12]})\n")
+    assert _git(ana, "rev-parse", "HEAD:inputs/data").strip() == out["input_commit"]
+    assert _git(ana / "inputs" / "data", "rev-parse", "HEAD").strip() == out["input_commit"]
+    again = json.loads(fairbig("-C", str(ana), "plan", "--update", "--json",
+                               cwd=elsewhere).stdout)
+    assert not again["committed"] and not again["input_updated"]
+
+
+@pytest.mark.slow
+def test_failed_update_leaves_no_commit_and_inputs_where_they_were(ana, own_input):
+    gen = load_generator()
+    victim = own_input["ids"][2]
+    record = "20252_2_0.zip"
+    gen.replace_record(own_input["path"], victim, record,
+                       gen.make_record(record, victim, seed=98), "update")
+    lock = ana / ".git" / "index.lock"   # another git command at work: the commit fails
+    lock.touch()
+    try:
+        before = snapshot(ana)
+        proc = fairbig("plan", "--update", cwd=ana, check=False)
+    finally:
+        lock.unlink()
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].startswith("fairbig: error: datalad save")
+    assert snapshot(ana) == before
+    assert plan_json(ana, "--update")["changed"] == [victim]
+
+
+@pytest.mark.slow
+def test_selection_is_kept_and_shown(ana, own_input):
+    out = plan_json(ana, "--by", "session")
+    assert out["selection"] == {"by": "session", "only": [], "exclude": []} and out["committed"]
+    assert sorted(out["dropped"]) == sorted(own_input["ids"])
+    text = fairbig("plan", cwd=ana).stdout     # a plain plan plans the same jobs
+    assert "plan unchanged" in text
+    assert ("  selection: by session, all subjects (kept in fairbig.yaml; change with --by/"
+            "--only/--exclude, --all for every subject)") in text.splitlines()
+    keep = own_input["ids"][:2]
+    out = plan_json(ana, "--by", "subject", *[a for i in keep for a in ("--only", i)])
+    assert out["jobs"] == 2 and out["selection"]["only"] == keep
+    cfg = cfgmod.load(ana / "fairbig.yaml")
+    assert (cfg.inputs.by, cfg.inputs.only, cfg.inputs.exclude) == ("subject", keep, [])
+    assert not plan_json(ana)["committed"]
+    assert plan_json(ana, "--all", "--exclude", own_input["ids"][3])["jobs"] == 3
+    assert plan_json(ana)["jobs"] == 3
+    assert plan_json(ana, "--all")["jobs"] == 4
+    assert _git(ana, "status", "--porcelain") == ""
+
+
+@pytest.mark.slow
+def test_plan_dropping_jobs_with_results_is_refused(ana, own_input):
+    ids = own_input["ids"]
+    fairbig("submit", "--only", ids[0], cwd=ana)
+    fairbig("merge", cwd=ana)
+    fairbig("submit", "--only", ids[1], cwd=ana)       # done, not merged
+    assert refused(ana, "--only", ids[2]) == (
+        f"fairbig: error: this plan would drop 2 job(s) whose results are in the output "
+        f"store: {ids[0]}, {ids[1]} (keep them in --only/--exclude, or pass --allow-shrink to "
+        "drop them; nothing was planned)")
+    assert refused(ana, "--by", "session").startswith(
+        f"fairbig: error: this plan would drop 2 job(s) whose results are in the output "
+        f"store: {ids[0]}, {ids[1]} (")
+    out = plan_json(ana, "--exclude", ids[0], "--allow-shrink")
+    assert out["dropped"] == [ids[0]] and out["jobs"] == 3 and out["committed"]
+
+
+@pytest.mark.slow
+def test_input_subject_removed_upstream_is_refused_then_allowed(ana, own_input):
+    gone = own_input["ids"][1]                        # done (previous test)
+    plan_json(ana, "--all")
+    sh = {"check": True, "capture_output": True}
+    subprocess.run([str(BIN / "datalad"), "remove", "-d", str(own_input["path"]),
+                    "--reckless", "kill", str(own_input["path"] / gone)], **sh)
+    subprocess.run([str(BIN / "datalad"), "push", "-d", str(own_input["path"]),
+                    "--to", "input-store"], **sh)
+    assert refused(ana, "--update") == (
+        f"fairbig: error: this plan would drop 1 job(s) whose results are in the output "
+        f"store: {gone} (keep them in --only/--exclude, or pass --allow-shrink to drop "
+        "them; nothing was planned)")
+    out = plan_json(ana, "--update", "--allow-shrink")
+    assert out["dropped"] == [gone] and out["input_updated"] and out["committed"]
+
+
+@pytest.mark.slow
+def test_every_command_with_dash_c_answers_as_inside(ana, own_input, tmp_path):
+    """The -C audit: read-only commands give the same answer from another directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    before = snapshot(ana)
+    for cmd in (["status", "--json"], ["merge", "--dry-run", "--json"],
+                ["cleanup", "--dry-run", "--json"], ["check", "--json"],
+                ["plan", "--dry-run", "--json"], ["rerun", own_input["ids"][0], "--json"]):
+        inside = fairbig(*cmd, cwd=ana, check=False)
+        outside = fairbig("-C", str(ana), *cmd, cwd=elsewhere, check=False)
+        assert (outside.returncode, outside.stdout) == (inside.returncode, inside.stdout), cmd
+    dry = [json.loads(fairbig(*pre, "submit", "--dry-run", "--json", cwd=cwd).stdout)
+           for pre, cwd in (((), ana), (("-C", str(ana)), elsewhere))]
+    assert [{k: v for k, v in d.items() if k != "run_dir"} for d in dry] == [
+        {k: v for k, v in dry[0].items() if k != "run_dir"}] * 2
+    script = json.loads(fairbig("-C", str(ana), "script", "--json", cwd=elsewhere).stdout)
+    assert Path(script["script"]).is_relative_to(ana / ".fairbig" / "work" / "runs")
+    assert snapshot(ana) == before
