@@ -43,7 +43,7 @@ from . import config as cfgmod
 from .annexkeys import blob_texts
 from .dataset import Analysis
 from .errors import FairbigError
-from .gittree import GITLINK, TREE, Entry, git_dir_of, parse_ls_tree
+from .gittree import GITLINK, Entry, git_dir_of, parse_ls_tree
 from .jobstate import JobRecord, read_records
 from .plan import HEADER
 from .proc import git
