@@ -21,6 +21,7 @@ import resource
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +71,15 @@ def setup(base: Path) -> tuple[Path, Path, str]:
     return ana, store, target
 
 
-def synthesize(ana: Path, store: Path, target: str, n: int) -> list[str]:
+def subject_only(job_id: str, state: str) -> str:
+    """The commit message of a synthetic job: its subject line alone."""
+    return f"[DATALAD RUNCMD] fairbig job {job_id} (input {state})"
+
+
+def synthesize(ana: Path, store: Path, target: str, n: int,
+               message: Callable[[str, str], str] = subject_only) -> list[str]:
+    """N planned jobs and their branches; ``message(job, input state)`` gives each
+    commit message (the subject line is what fairbig reads back)."""
     plan = (ana / ".fairbig" / "plan.tsv").read_text().splitlines()
     ids = [str(2_000_000 + i) for i in range(n)]
     rows = [f"{j}\t{j}\t\t{hashlib.sha1(j.encode()).hexdigest()}\tinputs/data/{j}\t"
@@ -81,7 +90,7 @@ def synthesize(ana: Path, store: Path, target: str, n: int) -> list[str]:
     head = sh("git", "rev-parse", "HEAD", cwd=ana).strip()
     stream = []
     for j, row in zip(ids, rows, strict=True):
-        msg = f"[DATALAD RUNCMD] fairbig job {j} (input {row.split(chr(9))[3]})"
+        msg = message(j, row.split("\t")[3])
         rel = "../../.git/annex/objects/" + target.split(".git/annex/objects/", 1)[1]
         stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> 0 +0000\n"
                       f"data {len(msg)}\n{msg}\nfrom {head}\n"

@@ -400,6 +400,38 @@ def cleanup(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
             ui.say(f"  {jid}: {path}")
 
 
+@cli.group(help="Describe the computation in a standard format for use outside DataLad."
+           + example("fairbig export ro-crate crate/ --license CC-BY-4.0"))
+def export() -> None:
+    pass
+
+
+@export.command("ro-crate",
+                help="Write a Process Run Crate (RO-Crate) of the merged computation to DIR "
+                "(default .fairbig/work/ro-crate): datasets, container, pipeline, encryption "
+                "and one action per merged job, linking to the DataLad dataset; no result "
+                "content, nothing decrypted."
+                + example("fairbig export ro-crate /data/share/crate --json"))
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--license", "license_id", default="",
+              help="licence of the crate's metadata: an SPDX ID or a URL (default: none "
+              "stated)")
+@json_option
+@click.pass_context
+def ro_crate(ctx: click.Context, directory: Path | None, license_id: str,
+             as_json: bool) -> None:
+    from .export import export_ro_crate
+
+    a = analysis_of(ctx)
+    out = export_ro_crate(a, directory or a.work / "ro-crate", license_id)
+    if as_json:
+        ui.emit_json(asdict(out))
+        return
+    ui.say(f"RO-Crate of {out.jobs} merged job(s) at {out.commit[:12]}: {out.crate} "
+           f"({out.metadata_bytes:,} bytes, {out.seconds:.1f} s)")
+    ui.say("entities: " + ", ".join(f"{k} {v}" for k, v in out.entities.items()))
+
+
 def one_line(text: str) -> str:
     """A user error stays one line: control characters in a quoted value (a newline in
     a setting or a subject ID) are shown escaped, never printed."""
