@@ -54,6 +54,12 @@ class Backend(ABC):
         """Scheduler directives placed at the top of the job script."""
         return ""
 
+    def output_file(self, run_dir: Path, sub: Submission) -> Path | None:
+        """The file the scheduler writes the job's own output to: it holds what a job
+        printed before its log began (a failing ``job.env_setup`` line, a tool missing
+        on the node, the scheduler's own complaint)."""
+        return None
+
 
 def get_backend(name: str, config: object) -> Backend:
     if name == "local":

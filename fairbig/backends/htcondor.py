@@ -20,6 +20,7 @@ from ..render import render
 from .base import Backend, BackendView, SubmitRequest
 
 IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
+OUTPUT = "condor-{job_id}.out"  # in the run directory: a node's stdout and stderr
 
 
 def dag_text(job_ids: Sequence[str], submit_file: str, retry: int) -> str:
@@ -54,6 +55,7 @@ class HTCondorBackend(Backend):
         sub_file = req.run_dir / "job.sub"
         sub_file.write_text(render("htcondor.sub.j2", cfg=self.cfg, script=str(req.script),
                                    run_dir=str(req.run_dir),
+                                   output=OUTPUT.format(job_id="$(jobid)"),
                                    home=os.environ.get("HOME", "/tmp")))
         dag = req.run_dir / "fairbig.dag"
         dag.write_text(dag_text(req.job_ids, sub_file.name, self.cfg.retry))
@@ -108,6 +110,9 @@ class HTCondorBackend(Backend):
             elif dag in live_dags:
                 out[jid] = BackendView("queued")  # DAGMan has not submitted the node yet
         return out
+
+    def output_file(self, run_dir: Path, sub: Submission) -> Path:
+        return run_dir / OUTPUT.format(job_id=sub.job_id)
 
     def cancel(self, subs: Sequence[Submission]) -> None:
         if not subs:

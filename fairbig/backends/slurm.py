@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..config import Config
 from ..errors import FairbigError
@@ -25,6 +26,7 @@ RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 FAILURE_REASONS = {"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
                    "DEADLINE", "FAILED", "CANCELLED"}
 DEFAULT_MAX_ARRAY = 1001
+OUTPUT = "slurm-%A_%a.out"  # in the run directory; %A_%a is the task's backend ID
 
 
 def chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -64,7 +66,7 @@ class SlurmBackend(Backend):
             # the log path goes on the command line, not into a #SBATCH line: sbatch
             # splits those at spaces, and a newline in a path would end the comment
             cmd = ["sbatch", "--parsable", f"--array={array_spec(count, self.cfg.throttle)}",
-                   f"--output={req.run_dir / 'slurm-%A_%a.out'}", str(req.script)]
+                   f"--output={req.run_dir / OUTPUT}", str(req.script)]
             commands.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
                             + shlex.join(cmd))
             if req.dry_run:
@@ -116,6 +118,9 @@ class SlurmBackend(Backend):
                 if tid in by_task and state in FAILURE_REASONS:
                     out[by_task[tid]] = BackendView("finished", state)
         return out
+
+    def output_file(self, run_dir: Path, sub: Submission) -> Path:
+        return run_dir / OUTPUT.replace("%A_%a", sub.backend_id)
 
     def cancel(self, subs: Sequence[Submission]) -> None:
         if subs:
