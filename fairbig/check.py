@@ -52,6 +52,12 @@ def _config(a: Analysis) -> str:
     return f"backend {cfg.backend.name}, container {cfg.container}"
 
 
+def _scheduler(a: Analysis) -> str:
+    from .backends.base import get_backend
+
+    return f"{a.config.backend.name}: {get_backend(a.config.backend.name, a.config).check()}"
+
+
 def _input_store(a: Analysis) -> str:
     path = a.input_store.dataset_dir(a.dataset_id)
     run(["git", "--git-dir", str(path), "rev-parse", "HEAD"],
@@ -97,7 +103,8 @@ def _keys(a: Analysis) -> str:
 
 
 CHECKS: list[tuple[str, Callable[[Analysis], str]]] = [
-    ("tools", _tools), ("config", _config), ("container runtime", _runtime),
+    ("tools", _tools), ("config", _config), ("scheduler", _scheduler),
+    ("container runtime", _runtime),
     ("input store", _input_store), ("output store", _output_store),
     ("encryption key", _keys), ("container", _container),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 FAILURE_REASONS = {"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
                    "DEADLINE", "FAILED", "CANCELLED"}
 DEFAULT_MAX_ARRAY = 1001
+TOOLS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 OUTPUT = "slurm-%A_%a.out"  # in the run directory; %A_%a is the task's backend ID
 
 
@@ -118,6 +120,29 @@ class SlurmBackend(Backend):
                 if tid in by_task and state in FAILURE_REASONS:
                     out[by_task[tid]] = BackendView("finished", state)
         return out
+
+    def check(self) -> str:
+        missing = [t for t in TOOLS if not shutil.which(t)]
+        if missing:
+            raise FairbigError(
+                f"SLURM command(s) not found: {', '.join(missing)} (backend: slurm)",
+                "run fairbig on a login node of the cluster, or put SLURM's bin directory "
+                "on PATH (e.g. 'module load slurm')")
+        ping = run(["scontrol", "ping"], check=False)
+        said = " ".join((ping.stdout + ping.stderr).split())
+        if ping.returncode != 0 or " is UP" not in said:
+            raise FairbigError(f"slurmctld does not answer: {said or 'no output'}",
+                               "check that the cluster is up ('scontrol ping', 'sinfo')")
+        info = run(["sinfo", "--noheader", "--format=%P %a"],
+                   hint="check that the cluster is up ('sinfo')").stdout.split("\n")
+        parts = {p.split()[0].rstrip("*"): p.split()[1] for p in info if len(p.split()) == 2}
+        if self.cfg.partition and parts.get(self.cfg.partition) != "up":
+            raise FairbigError(
+                f"partition '{self.cfg.partition}' is "
+                f"{'not up' if self.cfg.partition in parts else 'unknown'} "
+                f"(partitions: {', '.join(sorted(parts)) or 'none'})",
+                "set backend.slurm.partition in fairbig.yaml")
+        return f"{said}; partitions: {', '.join(f'{p} ({s})' for p, s in parts.items())}"
 
     def output_file(self, run_dir: Path, sub: Submission) -> Path:
         return run_dir / OUTPUT.replace("%A_%a", sub.backend_id)
