@@ -128,19 +128,37 @@ def init(target: Path, source: str, container: Path, container_name: str,
     ui.say("next: fairbig -C " + str(res.path) + " check")
 
 
-@cli.command(help="Verify tools, stores, container and encryption key before submitting."
-             + example("fairbig check --json"))
+@cli.command(help="Verify tools, the scheduler, stores, container and encryption key before "
+             "submitting; with --job-test also submit one test job through the configured "
+             "backend that runs a job's steps on a compute node (clone, key, get one input, "
+             "container, a write to the output store that is removed again)."
+             + example("fairbig check --job-test"))
+@click.option("--job-test", is_flag=True, help="also run one real test job on the cluster")
+@click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True,
+              help="seconds to wait for the test job (it is cancelled after)")
 @json_option
 @click.pass_context
-def check(ctx: click.Context, as_json: bool) -> None:
+def check(ctx: click.Context, job_test: bool, timeout: float, as_json: bool) -> None:
     from .check import run_checks
 
-    results = list(run_checks(analysis_of(ctx)))
+    a = analysis_of(ctx)
+    results = []
+    for r in run_checks(a):
+        results.append(r)
+        if not as_json:
+            ui.say(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
+    if job_test and all(r.ok for r in results):
+        from .jobtest import job_test as run_job_test
+
+        if not as_json:
+            ui.step(f"submitting a test job to {a.config.backend.name} (waits up to "
+                    f"{timeout:.0f} s)")
+        for r in run_job_test(a, timeout):
+            results.append(r)
+            if not as_json:
+                ui.say(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
     if as_json:
         ui.emit_json([asdict(r) for r in results])
-    else:
-        for r in results:
-            ui.say(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
     if not all(r.ok for r in results):
         ctx.exit(1)
 

@@ -24,6 +24,11 @@ class ContainerInfo:
     image: str          # relative to the container dataset
     cmdexec: str        # the call format
 
+    @property
+    def image_path(self) -> str:
+        """The image relative to the analysis dataset."""
+        return f"{self.ds_rel}/{self.image}" if self.ds_rel else self.image
+
 
 @dataclass
 class Analysis:
