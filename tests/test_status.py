@@ -194,6 +194,21 @@ def path_without(tools: tuple[str, ...], where: Path) -> str:
     return str(where)
 
 
+def assert_job_test_passes(ana: Path) -> None:
+    """`check --job-test`: every step of a job ran on a node; nothing is left in the store."""
+    from fairbig.jobtest import STEPS
+
+    proc = fairbig("check", "--job-test", "--timeout", "600", cwd=ana, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = [": ".join(line.split(": ")[:2]) for line in proc.stdout.splitlines()
+             if "job test" in line]
+    assert steps == [f"ok   job test: {s}" for s in STEPS]
+    store = subprocess.run(["git", "-C", str(ana), "config", "remote.output.url"],
+                           capture_output=True, text=True).stdout.strip()
+    refs = subprocess.run(["git", "ls-remote", store], capture_output=True, text=True).stdout
+    assert "fairbig-job-test" not in refs
+
+
 def check_line(ana: Path, env: dict | None = None) -> str:
     out = fairbig("check", cwd=ana, check=False, env=env).stdout.splitlines()
     return next(line for line in out if " scheduler: " in line)
@@ -219,6 +234,8 @@ def test_slurm_check_and_env_setup_failure(ana, ukb_input, tmp_path):
                         "scancel, sinfo (backend: slurm) (run fairbig on a login node of the "
                         "cluster, or put SLURM's bin directory on PATH (e.g. 'module load "
                         "slurm'))")
+        save_config(ana, {"backend.slurm.mem": "300M"})
+        assert_job_test_passes(ana)
     finally:
         save_config(ana, {"backend.name": "local"})
     b = ukb_input["ids"][1]
@@ -251,6 +268,9 @@ def test_htcondor_check_and_env_setup_failure(ana, ukb_input, tmp_path):
             assert line == (f"FAIL scheduler: CONDOR_CONFIG points at {tmp_path}/nosuch, which "
                             "does not exist (set CONDOR_CONFIG to your pool's client "
                             "configuration)")
+            save_config(ana, {"backend.htcondor.request_memory": "300MB",
+                              "backend.htcondor.request_disk": "100MB"})
+            assert_job_test_passes(ana)
         finally:
             save_config(ana, {"backend.name": "local"})
         b = ukb_input["ids"][1]
