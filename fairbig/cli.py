@@ -232,8 +232,9 @@ def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[st
         bad = [j.job_id for j in report.jobs if j.job_id in set(out.submitted)
                and j.state not in ("done", "merged")]
         if bad:
-            ui.say(f"{len(bad)} job(s) did not finish: {' '.join(bad[:10])}"
-                   " (see 'fairbig status')")
+            # after --json on stdout, the note goes to stderr: stdout stays one document
+            (ui.step if as_json else ui.say)(
+                f"{len(bad)} job(s) did not finish: {' '.join(bad[:10])} (see 'fairbig status')")
             ctx.exit(1)
 
 

@@ -114,7 +114,7 @@ def test_watch_refreshes_until_nothing_runs(ana, ukb_input):
     job = subprocess.Popen([str(BIN / "fairbig"), "submit", "--failed", "--only", b], cwd=ana,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while status(ana)["counts"]["running"] == 0:
             assert time.monotonic() < deadline and job.poll() is None, "job never ran"
             time.sleep(0.5)
