@@ -52,6 +52,12 @@ def _config(a: Analysis) -> str:
     return f"backend {cfg.backend.name}, container {cfg.container}"
 
 
+def _scheduler(a: Analysis) -> str:
+    from .backends.base import get_backend
+
+    return f"{a.config.backend.name}: {get_backend(a.config.backend.name, a.config).check()}"
+
+
 def _input_store(a: Analysis) -> str:
     path = a.input_store.dataset_dir(a.dataset_id)
     run(["git", "--git-dir", str(path), "rev-parse", "HEAD"],
@@ -69,18 +75,24 @@ def _output_store(a: Analysis) -> str:
     return f"{path} (writable)"
 
 
+def container_call(a: Analysis, cmd: str) -> str:
+    """The shell command datalad-container would run for ``cmd``, from the dataset root."""
+    c = a.container()
+    img = c.image_path
+    return c.cmdexec.format(img=img, cmd=cmd, img_dspath=c.ds_rel or ".",
+                            img_dirpath=os.path.dirname(img) or ".")
+
+
 def _container(a: Analysis) -> str:
     import datalad.api as dapi
 
     from . import dl
 
     c = a.container()
-    name, ds_rel, ds, img, fmt = c.name, c.ds_rel, c.ds, c.image, c.cmdexec
-    dl.call(dapi.get, path=str(ds / img), dataset=str(a.root))
-    cmd = fmt.format(img=os.path.join(ds_rel, img), cmd="sh -c 'exit 0'", img_dspath=ds_rel or ".",
-                     img_dirpath=os.path.dirname(os.path.join(ds_rel, img)) or ".")
+    dl.call(dapi.get, path=str(c.ds / c.image), dataset=str(a.root))
+    cmd = container_call(a, "sh -c 'exit 0'")
     run(["sh", "-c", cmd], cwd=a.root, hint="the container does not run; check the runtime")
-    return f"'{name}' runs ({cmd.split(' ')[1]})"
+    return f"'{c.name}' runs ({cmd.split(' ')[1]})"
 
 
 def _keys(a: Analysis) -> str:
@@ -97,7 +109,8 @@ def _keys(a: Analysis) -> str:
 
 
 CHECKS: list[tuple[str, Callable[[Analysis], str]]] = [
-    ("tools", _tools), ("config", _config), ("container runtime", _runtime),
+    ("tools", _tools), ("config", _config), ("scheduler", _scheduler),
+    ("container runtime", _runtime),
     ("input store", _input_store), ("output store", _output_store),
     ("encryption key", _keys), ("container", _container),
 ]

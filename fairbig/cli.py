@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,6 +14,9 @@ import click
 from . import __version__, dl, ui
 from .dataset import Analysis
 from .errors import FairbigError
+from .explain import Explanation, Failure
+from .ids import require_planned
+from .status import STATES, JobStatus, StatusReport
 
 
 def _venv_on_path() -> None:
@@ -32,18 +37,33 @@ def analysis_of(ctx: click.Context) -> Analysis:
     return Analysis.find(ctx.obj.get("dir"))
 
 
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, object], None]:
+    """Store a global option in the shared context object; given again after the
+    subcommand (``fairbig status -C DIR --debug``), the later value wins."""
+    def callback(ctx: click.Context, _: click.Parameter, value: object) -> None:
+        obj = ctx.ensure_object(dict)
+        if value or key not in obj:
+            obj[key] = value
+    return callback
+
+
+def global_options() -> list[click.Parameter]:
+    """``-C`` and ``--debug``: accepted before and after the subcommand alike."""
+    return [click.Option(["-C", "directory"], type=click.Path(path_type=Path), default=None,
+                         expose_value=False, callback=_remember("dir"),
+                         help="analysis dataset (default: the current directory)"),
+            click.Option(["--debug"], is_flag=True, expose_value=False,
+                         callback=_remember("debug"), help="show tracebacks of errors")]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              help="Reproducible per-subject processing of huge DataLad datasets."
-             + example("fairbig init analysis --input ria+file:///data/store#~ukb ..."))
+             + example("fairbig init analysis --input ria+file:///data/store#~ukb ..."),
+             params=global_options())
 @click.version_option(__version__)
-@click.option("-C", "directory", type=click.Path(path_type=Path), default=None,
-              help="analysis dataset (default: the current directory)")
-@click.option("--debug", is_flag=True, help="show tracebacks of errors")
 @click.pass_context
-def cli(ctx: click.Context, directory: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context) -> None:
     ctx.ensure_object(dict)
-    ctx.obj["dir"] = directory
-    ctx.obj["debug"] = debug
 
 
 @cli.command(help="Create the analysis dataset, the input store and the encrypted output store."
@@ -108,19 +128,37 @@ def init(target: Path, source: str, container: Path, container_name: str,
     ui.say("next: fairbig -C " + str(res.path) + " check")
 
 
-@cli.command(help="Verify tools, stores, container and encryption key before submitting."
-             + example("fairbig check --json"))
+@cli.command(help="Verify tools, the scheduler, stores, container and encryption key before "
+             "submitting; with --job-test also submit one test job through the configured "
+             "backend that runs a job's steps on a compute node (clone, key, get one input, "
+             "container, a write to the output store that is removed again)."
+             + example("fairbig check --job-test"))
+@click.option("--job-test", is_flag=True, help="also run one real test job on the cluster")
+@click.option("--timeout", type=click.FloatRange(1), default=900, show_default=True,
+              help="seconds to wait for the test job (it is cancelled after)")
 @json_option
 @click.pass_context
-def check(ctx: click.Context, as_json: bool) -> None:
+def check(ctx: click.Context, job_test: bool, timeout: float, as_json: bool) -> None:
     from .check import run_checks
 
-    results = list(run_checks(analysis_of(ctx)))
+    a = analysis_of(ctx)
+    results = []
+    for r in run_checks(a):
+        results.append(r)
+        if not as_json:
+            ui.say(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
+    if job_test and all(r.ok for r in results):
+        from .jobtest import job_test as run_job_test
+
+        if not as_json:
+            ui.step(f"submitting a test job to {a.config.backend.name} (waits up to "
+                    f"{timeout:.0f} s)")
+        for r in run_job_test(a, timeout):
+            results.append(r)
+            if not as_json:
+                ui.say(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
     if as_json:
         ui.emit_json([asdict(r) for r in results])
-    else:
-        for r in results:
-            ui.say(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
     if not all(r.ok for r in results):
         ctx.exit(1)
 
@@ -221,32 +259,100 @@ def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[st
         bad = [j.job_id for j in report.jobs if j.job_id in set(out.submitted)
                and j.state not in ("done", "merged")]
         if bad:
-            ui.say(f"{len(bad)} job(s) did not finish: {' '.join(bad[:10])}"
-                   " (see 'fairbig status')")
+            # after --json on stdout, the note goes to stderr: stdout stays one document
+            (ui.step if as_json else ui.say)(
+                f"{len(bad)} job(s) did not finish: {' '.join(bad[:10])} (see 'fairbig status')")
             ctx.exit(1)
 
 
-@cli.command(help="Exact per-state counts of all planned jobs, failures with their log tail."
-             + example("fairbig status --json"))
+PROBLEMS_EXIT = 3  # fairbig status: some job is failed or lost
+
+
+@cli.command(help="Exact per-state counts of all planned jobs; failed and lost jobs grouped "
+             "by cause, one line each with the step, the first error line and the log. "
+             f"Exits {PROBLEMS_EXIT} while any job is failed or lost (0 otherwise), so scripts "
+             "and workflow managers can react."
+             + example("fairbig status --state failed --tail 20    |    fairbig status --watch"))
 @click.option("--all", "show_all", is_flag=True, help="list every job, not only problems")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES),
+              help="list only jobs in this state (repeatable)")
+@click.option("--tail", type=click.IntRange(0), default=None,
+              help="show the last N lines of each listed failure's output "
+              "(--json: default 12)")
+@click.option("--watch", is_flag=True, help="refresh until nothing is queued or running")
+@click.option("--interval", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="seconds between refreshes of --watch")
 @json_option
 @click.pass_context
-def status(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+def status(ctx: click.Context, show_all: bool, states: tuple[str, ...], tail: int | None,
+           watch: bool, interval: float, as_json: bool) -> None:
     from .submit import current_status
 
-    rep = current_status(analysis_of(ctx))
-    if as_json:
-        ui.emit_json(rep.to_json())
-        return
+    a = analysis_of(ctx)
+    while True:
+        rep = current_status(a)
+        exp = explanation(a, rep, 12 if tail is None and as_json else tail or 0)
+        if as_json:
+            ui.emit_json(rep.to_json() | exp.to_json())
+        else:
+            if watch and ui.is_tty():
+                click.clear()
+            show_status(rep, exp, set(states) or (set(STATES) if show_all else set()))
+        if not watch or not rep.active:
+            break
+        time.sleep(interval)
+    if rep.problems:
+        ctx.exit(PROBLEMS_EXIT)
+
+
+def explanation(a: Analysis, rep: StatusReport, tail: int) -> Explanation:
+    from .explain import explain
+    from .jobstate import read_submissions
+    from .submit import paths
+
+    _, log_dir, sub_file = paths(a)
+    return explain(rep.jobs, read_submissions(sub_file), a.config, a.work, log_dir, tail)
+
+
+GROUP_EXAMPLES = 3
+
+
+def show_status(rep: StatusReport, exp: Explanation, states: set[str]) -> None:
+    """Counts, then either the listed states job by job, or the problems by cause."""
     ui.table("fairbig status", list(rep.counts), [list(rep.counts.values())])
-    rows = [j for j in rep.jobs if show_all or j.state in ("failed", "lost", "cancelled")]
-    if rows:
-        ui.table("jobs", ["job", "state", "step", "detail"],
-                 [[j.job_id, j.state, j.step, j.detail] for j in rows])
-    for jid, lines in rep.failures.items():
-        ui.say(f"--- {jid}: last lines of its log")
-        for line in lines:
-            ui.say(f"    {line}")
+    failures = {f.job_id: f for f in exp.failures}
+    if states:
+        for j in rep.jobs:
+            if j.state in states:
+                show_job(j, failures.get(j.job_id))
+        return
+    if exp.groups:
+        ui.say(f"{rep.problems} job(s) failed or lost, by cause:")
+    for g in exp.groups:
+        ui.say(f"{len(g.jobs)} {g.where}: {g.cause}")
+        for jid in g.jobs[:GROUP_EXAMPLES]:
+            show_tail(failures[jid], f"  {jid}  log: {failures[jid].log}")
+        if len(g.jobs) > GROUP_EXAMPLES:
+            ui.say(f"  … and {len(g.jobs) - GROUP_EXAMPLES} more "
+                   f"(fairbig status --state {g.state})")
+    cancelled = [j.job_id for j in rep.jobs if j.state == "cancelled"]
+    if cancelled:
+        ui.say(f"{len(cancelled)} cancelled: {' '.join(cancelled[:10])}"
+               + (" …" if len(cancelled) > 10 else ""))
+
+
+def show_job(j: JobStatus, failure: Failure | None) -> None:
+    if failure:
+        show_tail(failure, f"{j.job_id}  {failure.where}: {failure.cause}  log: {failure.log}")
+        return
+    ui.say("  ".join(x for x in (j.job_id, j.state, f"step {j.step}" if j.step else "",
+                                 j.detail, j.backend_id) if x))
+
+
+def show_tail(f: Failure, line: str) -> None:
+    ui.say(line)
+    for t in f.tail:
+        ui.say(f"    | {t}")
 
 
 @cli.command(help="Cancel queued or running jobs (all if none named)."
@@ -255,9 +361,12 @@ def status(ctx: click.Context, show_all: bool, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def cancel(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
+    from .planning import current_jobs
     from .submit import cancel as do_cancel
 
-    stopped = do_cancel(analysis_of(ctx), set(job_ids))
+    a = analysis_of(ctx)
+    require_planned(job_ids, {j.job_id for j in current_jobs(a)})
+    stopped = do_cancel(a, set(job_ids))
     if as_json:
         ui.emit_json({"cancelled": stopped})
     else:
@@ -430,6 +539,17 @@ def ro_crate(ctx: click.Context, directory: Path | None, license_id: str,
     ui.say(f"RO-Crate of {out.jobs} merged job(s) at {out.commit[:12]}: {out.crate} "
            f"({out.metadata_bytes:,} bytes, {out.seconds:.1f} s)")
     ui.say("entities: " + ", ".join(f"{k} {v}" for k, v in out.entities.items()))
+
+
+def _add_global_options(group: click.Group) -> None:
+    """Every command (and subcommand) takes ``-C`` and ``--debug`` after its name too."""
+    for command in group.commands.values():
+        command.params += global_options()
+        if isinstance(command, click.Group):
+            _add_global_options(command)
+
+
+_add_global_options(cli)
 
 
 def one_line(text: str) -> str:

@@ -254,7 +254,7 @@ def from_partial(text: str) -> Config:
     try:
         data = _yaml().load(text)
     except Exception as exc:
-        raise FairbigError(f"the given configuration is not valid YAML: {exc}",
+        raise FairbigError(f"the given configuration is not valid YAML: {yaml_problem(exc)}",
                            "fix its syntax") from exc
     cfg = _convert(Config, data, "", problems)
     if problems:
@@ -276,10 +276,25 @@ def load(path: Path) -> Config:
     try:
         data = _yaml().load(path.read_text())
     except Exception as exc:  # ruamel raises many types; all mean "not YAML"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FairbigError(f"{path} is not valid YAML: {first}",
+        raise FairbigError(f"{path} is not valid YAML: {yaml_problem(exc)}",
                            "fix the syntax (indentation, quotes)") from exc
     return from_data(data, str(path))
+
+
+def yaml_problem(exc: Exception) -> str:
+    """The parser's complaint with the line it is about: ruamel's own message spans
+    several lines (a quoted copy of the text with a caret), which a one-line error
+    cannot show."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem or mark is None:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and cmark is not None and cmark.line != mark.line:
+        return f"{where} ({context} started at line {cmark.line + 1})"
+    return where
 
 
 DEFAULT_TEXT = """\

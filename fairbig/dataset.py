@@ -50,6 +50,11 @@ class ContainerInfo:
     image: str          # relative to the container dataset
     cmdexec: str        # the call format
 
+    @property
+    def image_path(self) -> str:
+        """The image relative to the analysis dataset."""
+        return f"{self.ds_rel}/{self.image}" if self.ds_rel else self.image
+
 
 @dataclass
 class Analysis:
@@ -58,9 +63,14 @@ class Analysis:
     @classmethod
     def find(cls, start: Path | None = None) -> Analysis:
         here = (start or Path.cwd()).resolve()
-        for d in (here, *here.parents):
-            if (d / cfgmod.CONFIG_NAME).exists() and (d / ".datalad").exists():
+        datasets = [d for d in (here, *here.parents) if (d / ".datalad").exists()]
+        for d in datasets:
+            if (d / cfgmod.CONFIG_NAME).exists():
                 return cls(d)
+        if datasets:  # a dataset whose fairbig.yaml was deleted, or a plain DataLad one
+            raise FairbigError(f"no {cfgmod.CONFIG_NAME} in the dataset {datasets[0]}",
+                               f"restore it ('git checkout -- {cfgmod.CONFIG_NAME}') or "
+                               "create an analysis dataset with 'fairbig init'")
         raise FairbigError(f"no analysis dataset at or above {here}",
                            "cd into one, pass -C DIR, or create one with 'fairbig init'")
 

@@ -8,6 +8,7 @@ quoting being right everywhere.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from .errors import FairbigError
 
@@ -44,3 +45,18 @@ def check_job_ids(values: list[str], what: str = "subject ID") -> None:
         raise FairbigError(
             f"{len(bad)} invalid {what}(s): {shown}: {job_id_problem(bad[0])}",
             "rename them in the input dataset or leave them out with --exclude")
+
+
+def require_planned(values: Iterable[str], planned: set[str]) -> None:
+    """Refuse IDs that are unsafe or not in the plan, naming them: a command acting on
+    "these jobs" must not quietly act on none."""
+    values = list(values)
+    bad = [v for v in values if job_id_problem(v)]
+    if bad:
+        raise FairbigError(f"invalid job ID {bad[0]!r}: {job_id_problem(bad[0])}",
+                           "give job IDs as 'fairbig status --all' lists them")
+    unknown = sorted(set(values) - planned)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        raise FairbigError(f"not in the plan: {shown}",
+                           "check the IDs with 'fairbig status --all'")

@@ -31,6 +31,7 @@ class JobContext:
     workdir: str
     bindir: str
     env_setup: tuple[str, ...] = ()
+    run_id: str = ""  # the submission's run directory name, marks each attempt's log
     header: str = ""
 
 

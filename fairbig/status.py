@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from .backends.base import BackendView
 from .jobstate import JobRecord, Submission
@@ -17,6 +16,8 @@ from .plan import Job
 from .results import Finished
 
 STATES = ("planned", "queued", "running", "done", "failed", "cancelled", "lost", "merged")
+PROBLEM_STATES = ("failed", "lost")
+ACTIVE_STATES = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,18 @@ class JobStatus:
 class StatusReport:
     counts: dict[str, int]
     jobs: list[JobStatus]
-    failures: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"counts": self.counts, "jobs": [asdict(j) for j in self.jobs],
-                "failures": self.failures}
+        return {"counts": self.counts, "jobs": [asdict(j) for j in self.jobs]}
+
+    @property
+    def problems(self) -> int:
+        """Jobs that need a person: ``fairbig status`` exits non-zero while any exist."""
+        return sum(self.counts.get(s, 0) for s in PROBLEM_STATES)
+
+    @property
+    def active(self) -> int:
+        return sum(self.counts.get(s, 0) for s in ACTIVE_STATES)
 
 
 def classify(job: Job, finished: Finished, record: JobRecord | None,
@@ -91,21 +99,8 @@ def classify(job: Job, finished: Finished, record: JobRecord | None,
 
 def report(jobs: Sequence[Job], finished: Finished, records: dict[str, JobRecord],
            subs: dict[str, Submission], views: dict[str, BackendView],
-           log_dir: Path, cancelled: set[str] | frozenset[str] = frozenset(),
-           tail: int = 12) -> StatusReport:
+           cancelled: set[str] | frozenset[str] = frozenset()) -> StatusReport:
     rows = [classify(j, finished, records.get(j.job_id), subs.get(j.job_id),
                      views.get(j.job_id), j.job_id in cancelled) for j in jobs]
     counts = Counter(r.state for r in rows)
-    failures = {r.job_id: log_tail(log_dir / f"{r.job_id}.log", tail)
-                for r in rows if r.state in ("failed", "lost")}
-    return StatusReport({s: counts.get(s, 0) for s in STATES}, rows, failures)
-
-
-def log_tail(path: Path, lines: int) -> list[str]:
-    if not path.exists():
-        return []
-    with path.open("rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 8192))
-        text = f.read().decode(errors="replace")
-    return text.splitlines()[-lines:]
+    return StatusReport({s: counts.get(s, 0) for s in STATES}, rows)

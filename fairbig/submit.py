@@ -47,7 +47,7 @@ def backend_for(a: Analysis, name: str | None) -> Backend:
 
 
 def current_status(a: Analysis, backend: Backend | None = None) -> StatusReport:
-    state_dir, log_dir, sub_file = paths(a)
+    state_dir, _, sub_file = paths(a)
     jobs = current_jobs(a)
     subs = read_submissions(sub_file)
     views: dict[str, BackendView] = {}
@@ -61,7 +61,7 @@ def current_status(a: Analysis, backend: Backend | None = None) -> StatusReport:
     cancelled = {p.name[:-len(".cancel")] for p in state_dir.glob("*.cancel")}
     records = read_records(state_dir)
     views.update(outside_views(records, subs))
-    return report(jobs, finished, records, subs, views, log_dir, cancelled)
+    return report(jobs, finished, records, subs, views, cancelled)
 
 
 def outside_views(records: dict[str, JobRecord], subs: dict[str, Submission]
@@ -116,7 +116,7 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
         state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
         results=cfg.results, container=cfg.container, workdir=cfg.job.workdir,
         bindir=str(Path(sys.executable).parent),
-        env_setup=tuple(cfg.job.env_setup), header=backend.header(req))
+        env_setup=tuple(cfg.job.env_setup), run_id=run_dir.name, header=backend.header(req))
     req.script.write_text(job_body(ctx))
     req.script.chmod(0o755)
     return req

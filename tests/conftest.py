@@ -103,8 +103,16 @@ def init_analysis(base: Path, ukb_input: dict, image: Path, lab_key: str,
     return target
 
 
+STATUS_PROBLEMS_EXIT = 3  # fairbig status: some job is failed or lost
+
+
 def status(ana: Path) -> dict:
-    return json.loads(fairbig("status", "--json", cwd=ana).stdout)
+    """``fairbig status --json``; its exit code must say whether any job failed or is lost."""
+    proc = fairbig("status", "--json", cwd=ana, check=False)
+    rep = json.loads(proc.stdout)
+    problems = rep["counts"]["failed"] + rep["counts"]["lost"]
+    assert proc.returncode == (STATUS_PROBLEMS_EXIT if problems else 0), proc.stderr
+    return rep
 
 
 def wait_idle(ana: Path, timeout: float = 300) -> list[dict[str, int]]:

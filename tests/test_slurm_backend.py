@@ -70,15 +70,14 @@ def test_failure_timeout_cancel_then_resubmit(slurm, tmp_path, ukb_input, image,
     fairbig("submit", cwd=ana)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        st = {j["job_id"]: j for j in json.loads(
-            fairbig("status", "--json", cwd=ana).stdout)["jobs"]}
+        st = {j["job_id"]: j for j in status(ana)["jobs"]}
         if st[ids[2]]["state"] == "running" and st[ids[2]]["step"] == "run":
             break
         time.sleep(1)
     cancelled = json.loads(fairbig("cancel", ids[2], "--json", cwd=ana).stdout)["cancelled"]
     assert cancelled == [ids[2]]
     wait_idle(ana, timeout=240)
-    rep = json.loads(fairbig("status", "--json", cwd=ana).stdout)
+    rep = status(ana)
     st = {j["job_id"]: j for j in rep["jobs"]}
     assert st[ids[0]]["state"] == "failed" and rep["failures"][ids[0]]
     assert st[ids[1]]["state"] == "failed" and "TIMEOUT" in st[ids[1]]["detail"]

@@ -54,6 +54,17 @@ class Backend(ABC):
         """Scheduler directives placed at the top of the job script."""
         return ""
 
+    def check(self) -> str:
+        """That the scheduler's tools are here and the scheduler answers (for ``fairbig
+        check``); raises FairbigError naming what is missing and how to fix it."""
+        return "jobs run as processes on this machine"
+
+    def output_file(self, run_dir: Path, sub: Submission) -> Path | None:
+        """The file the scheduler writes the job's own output to: it holds what a job
+        printed before its log began (a failing ``job.env_setup`` line, a tool missing
+        on the node, the scheduler's own complaint)."""
+        return None
+
 
 def get_backend(name: str, config: object) -> Backend:
     if name == "local":

@@ -20,6 +20,7 @@ from ..render import render
 from .base import Backend, BackendView, SubmitRequest
 
 IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
+OUTPUT = "condor-{job_id}.out"  # in the run directory: a node's stdout and stderr
 
 
 def dag_text(job_ids: Sequence[str], submit_file: str, retry: int) -> str:
@@ -33,6 +34,11 @@ def dag_text(job_ids: Sequence[str], submit_file: str, retry: int) -> str:
 
 
 def _bindings():
+    given = os.environ.get("CONDOR_CONFIG")
+    if given and given != "ONLY_ENV" and not Path(given).exists():
+        # the bindings would print a page and exit the process on import
+        raise FairbigError(f"CONDOR_CONFIG points at {given}, which does not exist",
+                           "set CONDOR_CONFIG to your pool's client configuration")
     try:
         import htcondor2
     except ImportError as exc:
@@ -54,6 +60,7 @@ class HTCondorBackend(Backend):
         sub_file = req.run_dir / "job.sub"
         sub_file.write_text(render("htcondor.sub.j2", cfg=self.cfg, script=str(req.script),
                                    run_dir=str(req.run_dir),
+                                   output=OUTPUT.format(job_id="$(jobid)"),
                                    home=os.environ.get("HOME", "/tmp")))
         dag = req.run_dir / "fairbig.dag"
         dag.write_text(dag_text(req.job_ids, sub_file.name, self.cfg.retry))
@@ -108,6 +115,22 @@ class HTCondorBackend(Backend):
             elif dag in live_dags:
                 out[jid] = BackendView("queued")  # DAGMan has not submitted the node yet
         return out
+
+    def check(self) -> str:
+        htcondor2 = _bindings()
+        try:
+            schedd = htcondor2.Schedd()
+            schedd.query(constraint="false", projection=["ClusterId"])
+        except Exception as exc:  # the bindings raise HTCondorException and friends
+            said = " ".join(str(exc).split()) or type(exc).__name__
+            raise FairbigError(f"the HTCondor schedd does not answer: {said}",
+                               "check that CONDOR_CONFIG points at your pool's client "
+                               "configuration and that 'condor_q' works") from exc
+        return (f"schedd answers (htcondor2 {htcondor2.version().split()[1]}, "
+                f"CONDOR_CONFIG={os.environ.get('CONDOR_CONFIG', '/etc/condor/condor_config')})")
+
+    def output_file(self, run_dir: Path, sub: Submission) -> Path:
+        return run_dir / OUTPUT.format(job_id=sub.job_id)
 
     def cancel(self, subs: Sequence[Submission]) -> None:
         if not subs:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .. import ui
 from ..config import Config
@@ -16,6 +17,7 @@ from ..jobstate import Submission, now
 from .base import Backend, BackendView, SubmitRequest
 
 GRACE_SECONDS = 30
+OUTPUT = "{job_id}.out"  # in the run directory; a job's output before its log starts
 
 
 class LocalBackend(Backend):
@@ -55,7 +57,7 @@ class LocalBackend(Backend):
         return subs
 
     def _start(self, req: SubmitRequest, jid: str) -> subprocess.Popen:
-        log = (req.run_dir / f"{jid}.out").open("ab")
+        log = (req.run_dir / OUTPUT.format(job_id=jid)).open("ab")
         try:
             return subprocess.Popen(["bash", str(req.script), jid], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -84,6 +86,9 @@ class LocalBackend(Backend):
             if sub_host == host and pid.isdigit() and alive(int(pid)):
                 out[s.job_id] = BackendView("running")
         return out
+
+    def output_file(self, run_dir: Path, sub: Submission) -> Path:
+        return run_dir / OUTPUT.format(job_id=sub.job_id)
 
     def cancel(self, subs: Sequence[Submission]) -> None:
         for pid in (int(s.backend_id.rpartition(":")[2]) for s in subs):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..config import Config
 from ..errors import FairbigError
@@ -25,6 +27,8 @@ RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 FAILURE_REASONS = {"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
                    "DEADLINE", "FAILED", "CANCELLED"}
 DEFAULT_MAX_ARRAY = 1001
+TOOLS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
+OUTPUT = "slurm-%A_%a.out"  # in the run directory; %A_%a is the task's backend ID
 
 
 def chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -64,7 +68,7 @@ class SlurmBackend(Backend):
             # the log path goes on the command line, not into a #SBATCH line: sbatch
             # splits those at spaces, and a newline in a path would end the comment
             cmd = ["sbatch", "--parsable", f"--array={array_spec(count, self.cfg.throttle)}",
-                   f"--output={req.run_dir / 'slurm-%A_%a.out'}", str(req.script)]
+                   f"--output={req.run_dir / OUTPUT}", str(req.script)]
             commands.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
                             + shlex.join(cmd))
             if req.dry_run:
@@ -116,6 +120,32 @@ class SlurmBackend(Backend):
                 if tid in by_task and state in FAILURE_REASONS:
                     out[by_task[tid]] = BackendView("finished", state)
         return out
+
+    def check(self) -> str:
+        missing = [t for t in TOOLS if not shutil.which(t)]
+        if missing:
+            raise FairbigError(
+                f"SLURM command(s) not found: {', '.join(missing)} (backend: slurm)",
+                "run fairbig on a login node of the cluster, or put SLURM's bin directory "
+                "on PATH (e.g. 'module load slurm')")
+        ping = run(["scontrol", "ping"], check=False)
+        said = " ".join((ping.stdout + ping.stderr).split())
+        if ping.returncode != 0 or " is UP" not in said:
+            raise FairbigError(f"slurmctld does not answer: {said or 'no output'}",
+                               "check that the cluster is up ('scontrol ping', 'sinfo')")
+        info = run(["sinfo", "--noheader", "--format=%P %a"],
+                   hint="check that the cluster is up ('sinfo')").stdout.split("\n")
+        parts = {p.split()[0].rstrip("*"): p.split()[1] for p in info if len(p.split()) == 2}
+        if self.cfg.partition and parts.get(self.cfg.partition) != "up":
+            raise FairbigError(
+                f"partition '{self.cfg.partition}' is "
+                f"{'not up' if self.cfg.partition in parts else 'unknown'} "
+                f"(partitions: {', '.join(sorted(parts)) or 'none'})",
+                "set backend.slurm.partition in fairbig.yaml")
+        return f"{said}; partitions: {', '.join(f'{p} ({s})' for p, s in parts.items())}"
+
+    def output_file(self, run_dir: Path, sub: Submission) -> Path:
+        return run_dir / OUTPUT.replace("%A_%a", sub.backend_id)
 
     def cancel(self, subs: Sequence[Submission]) -> None:
         if subs:
