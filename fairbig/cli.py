@@ -521,18 +521,18 @@ def export() -> None:
                 "and one action per merged job, linking to the DataLad dataset; no result "
                 "content, nothing decrypted."
                 + example("fairbig export ro-crate /data/share/crate --json"))
-@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.argument("out_dir", metavar="[DIR]", required=False, type=click.Path(path_type=Path))
 @click.option("--license", "license_id", default="",
               help="licence of the crate's metadata: an SPDX ID or a URL (default: none "
               "stated)")
 @json_option
 @click.pass_context
-def ro_crate(ctx: click.Context, directory: Path | None, license_id: str,
+def ro_crate(ctx: click.Context, out_dir: Path | None, license_id: str,
              as_json: bool) -> None:
     from .export import export_ro_crate
 
     a = analysis_of(ctx)
-    out = export_ro_crate(a, directory or a.work / "ro-crate", license_id)
+    out = export_ro_crate(a, out_dir or a.work / "ro-crate", license_id)
     if as_json:
         ui.emit_json(asdict(out))
         return
