@@ -148,7 +148,6 @@ def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
 def preflight(a: Analysis) -> None:
     """What every job needs from the stores, checked once before any job starts: a
     missing image or a mismatched key would otherwise fail every job, one by one."""
-    a.output_store.require_writable("output")  # every job pushes its result there
     _check_container(a)
     _check_keys(a)
 
