@@ -448,6 +448,59 @@ def rerun(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, seed
         ctx.exit(1)
 
 
+@cli.command(help="Fetch and decrypt stored results with the lab key and check each against "
+             "its annex key; name damaged or missing files per job. Needs the lab's secret "
+             "key. --repair runs the damaged jobs again here (local backend), merges their "
+             "new results and verifies them again."
+             + example("fairbig verify --sample 20    |    fairbig verify --repair 1234567"))
+@click.argument("job_ids", nargs=-1)
+@click.option("--sample", type=click.IntRange(1), default=None,
+              help="verify N randomly chosen jobs with results")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed for --sample")
+@click.option("--repair", is_flag=True,
+              help="run damaged jobs again, merge and verify their new results")
+@json_option
+@click.pass_context
+def verify(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, seed: int,
+           repair: bool, as_json: bool) -> None:
+    from . import verify as vf
+    from .rerun import sample as pick
+
+    a = analysis_of(ctx)
+    ids = list(job_ids) or vf.with_results(a)
+    if sample:
+        ids = pick(ids, sample, seed)
+        ui.step(f"sample of {len(ids)} job(s) with seed {seed}: {' '.join(ids)}")
+    if not ids:
+        raise FairbigError("no job has a result in the output store yet",
+                           "run jobs and merge them first ('fairbig status')")
+    rep = vf.verify(a, ids)
+    after = vf.repair(a, rep) if repair and not rep.ok else None
+    if as_json:
+        ui.emit_json({"checked": rep.to_json(), "repaired": rep.bad_jobs if after else [],
+                      "after": after.to_json() if after else None,
+                      "ok": rep.ok or after is not None})
+    else:
+        for p in rep.problems:
+            ui.say(p.line())
+        bad = rep.bad_jobs
+        ui.say(f"verified {rep.files} file(s) of {len(rep.jobs)} job(s) in {rep.seconds:.1f} s: "
+               + ("every file matches its key" if rep.ok else
+                  f"{sum(p.problem == vf.CORRUPT for p in rep.problems)} corrupt, "
+                  f"{sum(p.problem == vf.MISSING for p in rep.problems)} missing, "
+                  f"in {len(bad)} job(s)"))
+        if after:
+            ui.say(f"repaired {' '.join(bad)}: ran again, merged, {after.files} file(s) "
+                   "verified")
+        elif bad:
+            ui.say(f"repair: fairbig verify --repair {' '.join(bad)}  (runs them again here, "
+                   "merges, verifies), or restore a good copy from a clone that holds it: "
+                   f"git annex drop --from {vf.STORAGE} --force --key KEY; "
+                   f"git annex copy --to {vf.STORAGE} --key KEY")
+    if not rep.ok and after is None:
+        ctx.exit(1)
+
+
 @cli.command(help="Compare two computations by git trees and annex keys (no content fetched)."
              + example("fairbig compare /data/out-a@main 'ria+file:///data/out-b#<id>'"))
 @click.argument("a")

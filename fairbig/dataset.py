@@ -93,11 +93,13 @@ class Analysis:
 
     @cached_property
     def output_store(self) -> RiaStore:
-        return parse_store(self.config.stores.output, "output")
+        """Looked up for reading (status diagnoses a read-only store); each writing
+        operation asks :meth:`RiaStore.require_writable` itself."""
+        return parse_store(self.config.stores.output, "output", writable=False)
 
     @cached_property
     def input_store(self) -> RiaStore:
-        return parse_store(self.config.stores.input, "input")
+        return parse_store(self.config.stores.input, "input", writable=False)
 
     @property
     def output_git(self) -> Path:

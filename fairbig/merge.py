@@ -24,7 +24,7 @@ from .errors import FairbigError
 from .planning import current_jobs
 from .proc import git
 from .results import BRANCH_PREFIX, MERGED_FILE, read_finished, read_merged_rows
-from .stores import STORAGE_SUFFIX
+from .stores import STORAGE_SUFFIX, exclusive, waiting_for
 from .sync import OUTPUT, store_main, sync
 
 CHUNK = 1000
@@ -55,15 +55,20 @@ class MergeRefused(FairbigError):
         self.outcome = outcome
 
 
-def _collect(a: Analysis, out: MergeOutcome) -> list[tm.JobBranch]:
+def _collect(a: Analysis, base: str, out: MergeOutcome) -> list[tm.JobBranch]:
     jobs = {j.job_id: j for j in current_jobs(a)}
     finished = read_finished(a.output_git, a.default_branch)
+    stale = {jid for jid, (_, state) in finished.branches.items()
+             if jid in jobs and state != jobs[jid].input_state}
+    # A job run again whose result main already holds (``verify --repair`` of a
+    # deterministic job) pushes a branch with no commit of its own: identical, pruned.
+    contained = _contained(a.output_git, base) if stale else set()
     branches = []
-    for jid, (sha, state) in sorted(finished.branches.items()):
+    for jid, (sha, _) in sorted(finished.branches.items()):
         job = jobs.get(jid)
         if job is None:
             out.unplanned.append(jid)
-        elif state != job.input_state:
+        elif jid in stale and jid not in contained:
             out.outdated.append(jid)
         else:
             branches.append(tm.JobBranch(jid, BRANCH_PREFIX + jid, sha,
@@ -71,8 +76,30 @@ def _collect(a: Analysis, out: MergeOutcome) -> list[tm.JobBranch]:
     return branches
 
 
+def _contained(store_git: Path, base: str) -> set[str]:
+    """Jobs whose branch tip ``base`` already contains, from one ``for-each-ref``."""
+    out = git(store_git, "for-each-ref", f"--merged={base}", "--format=%(refname)",
+              BRANCH_PREFIX + "*").stdout
+    return {ref[len(BRANCH_PREFIX):] for ref in out.split()}
+
+
 def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
           shared: Sequence[str] = ()) -> MergeOutcome:
+    """Merge every finished job branch; a dry run only reads the store (it may be
+    read-only). Writing merges take the store's merge lock: a second merge at the same
+    time is refused in one line instead of losing a race halfway."""
+    if dry_run:
+        return _merge(a, True, keep_branches, shared)
+    store = a.output_store
+    store.require_writable("output")
+    with exclusive(store.merge_lock_file, "another 'fairbig merge' is writing to this "
+                   "output store", "it merges these job branches too: wait for it to end, "
+                   "then check with 'fairbig status'"):
+        return _merge(a, False, keep_branches, shared)
+
+
+def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
+           shared: Sequence[str]) -> MergeOutcome:
     out = MergeOutcome(dry_run=dry_run)
     clock = time.monotonic()
 
@@ -86,7 +113,7 @@ def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
         sync(a)  # finish an interrupted earlier merge first
     sgit, branch = a.output_git, a.default_branch
     base = store_main(a)
-    branches = _collect(a, out)
+    branches = _collect(a, base, out)
     ui.step(f"merge: {len(branches)} job branch(es) to consider")
     lap("collect")
     comp = tm.compute_merge(sgit, base, branches, shared)
@@ -123,7 +150,16 @@ def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
     new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
                          message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
                          + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
-    tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
+    try:
+        tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
+    except tm.GitError:
+        now = store_main(a)
+        if now == base:
+            raise
+        raise FairbigError(f"the output store's {branch} moved to {now[:12]} while this "
+                           "merge ran (not through 'fairbig merge'); nothing was merged",
+                           "run 'fairbig merge' again: it starts from the new "
+                           f"{branch}") from None
     out.commit = new
     lap("write")
     sync(a)
@@ -146,13 +182,21 @@ def _add_merged_table(a: Analysis, comp: tm.MergeComputation, branch: str) -> No
 
 
 def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutcome) -> None:
-    """Delete merged branches and repack: 42k refs and loose objects make clones slow."""
+    """Delete merged branches and repack: 42k refs and loose objects make clones slow.
+
+    Under the jobs' push lock, and only branches still at the tip that was merged: a
+    job that pushed again meanwhile keeps its newer branch for the next merge.
+    """
     if keep or not done:
         return
-    lines = "".join(f"delete {b.ref} {b.tip}\n" for b in done)
-    git(a.output_git, "update-ref", "--stdin", input=lines)
+    with waiting_for(a.output_store.lock_file):
+        now = tm.list_refs(a.output_git, BRANCH_PREFIX)
+        gone = [b for b in done if now.get(b.ref) == b.tip]
+        if gone:
+            git(a.output_git, "update-ref", "--stdin",
+                input="".join(f"delete {b.ref} {b.tip}\n" for b in gone))
     git(a.output_git, "pack-refs", "--all")
-    out.deleted_branches = len(done)
+    out.deleted_branches = len(gone)
     if loose_objects(a.output_git) > REPACK_LOOSE:
         ui.step("repacking the output store")
         git(a.output_git, "repack", "-adq", "--write-bitmap-index")

@@ -276,6 +276,8 @@ def publish(a: Analysis) -> None:
     """Jobs clone from the input store and push onto the output store's history."""
     import datalad.api as dapi
 
+    a.output_store.require_writable("output")  # before anything is pushed anywhere
+
     container_ds = a.root / a.config.container.rpartition("/")[0]
     if container_ds != a.root and (container_ds / ".datalad").exists():
         dl.call(dapi.push, dataset=str(container_ds), to="input",

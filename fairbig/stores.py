@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -13,6 +17,7 @@ from .proc import run
 
 STORAGE_SUFFIX = "-storage"
 LOCK_NAME = "fairbig-push.lock"
+MERGE_LOCK_NAME = "fairbig-merge.lock"
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,59 @@ class RiaStore:
     def lock_file(self) -> Path:
         return self.root / LOCK_NAME
 
+    @property
+    def merge_lock_file(self) -> Path:
+        return self.root / MERGE_LOCK_NAME
+
     def is_store(self) -> bool:
         return (self.root / "ria-layout-version").exists()
 
+    def require_writable(self, what: str) -> None:
+        """Refuse in one line before a writing operation starts; reading (status,
+        ``merge --dry-run``, ``verify``) needs no write access, so this is not part of
+        looking a store up."""
+        root = self.root
+        probe = next(p for p in [root, *root.parents] if p.exists())
+        if not os.access(probe, os.W_OK):
+            raise FairbigError(f"{what} store {root} is not writable ({probe} is read-only "
+                               "for you)", "choose a writable location, or ask its owner for "
+                               "write access; reading commands (status, merge --dry-run, "
+                               "verify) work without it")
 
-def parse_store(url: str, what: str) -> RiaStore:
-    """Validate a store URL given by a user (``ria+file:///path`` or a plain path)."""
+
+@contextmanager
+def exclusive(lock: Path, busy: str, hint: str) -> Iterator[None]:
+    """Hold ``lock`` (flock, the same lock ``flock(1)`` takes in job scripts) or refuse
+    at once with ``busy``, naming the holder: waiting behind a merge that then merges
+    everything would only end in "nothing to do"."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            raise FairbigError(f"{busy}{f' ({holder})' if holder else ''}", hint) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def waiting_for(lock: Path) -> Iterator[None]:
+    """Hold ``lock`` as long as it takes: the push lock jobs hold for one branch push."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def parse_store(url: str, what: str, writable: bool = True) -> RiaStore:
+    """Validate a store URL given by a user (``ria+file:///path`` or a plain path);
+    ``writable``: it is about to be created or written to."""
     if not url.startswith("ria+"):
         if url.startswith("/"):
             url = f"ria+file://{url}"
@@ -61,12 +113,8 @@ def parse_store(url: str, what: str) -> RiaStore:
         if any(root.iterdir()) and not store.is_store():
             raise FairbigError(f"{what} store {root} is a non-empty directory but not a RIA store",
                                "choose an empty or new path, or an existing RIA store")
-        probe = root
-    else:
-        probe = next(p for p in [root, *root.parents] if p.exists())
-    if not os.access(probe, os.W_OK):
-        raise FairbigError(f"{what} store {root} is not writable ({probe} is read-only for you)",
-                           "choose a writable location")
+    if writable:
+        store.require_writable(what)
     return store
 
 

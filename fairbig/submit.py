@@ -77,9 +77,13 @@ def outside_views(records: dict[str, JobRecord], subs: dict[str, Submission]
             and (rec.host != here or alive(rec.pid))}
 
 
-def choose(a: Analysis, status: StatusReport, failed: bool, only: set[str]) -> list[str]:
-    """Jobs to submit now: never done or merged ones, never ones still active."""
+def choose(a: Analysis, status: StatusReport, failed: bool, only: set[str],
+           again: bool = False) -> list[str]:
+    """Jobs to submit now: never ones still active, never done or merged ones unless
+    named to run ``again`` (``verify --repair``: their stored result is damaged)."""
     wanted = {"failed", "lost", "cancelled"} if failed else {"planned"}
+    if again:
+        wanted = {"done", "merged"}
     chosen = [j.job_id for j in status.jobs if j.state in wanted]
     if only:
         unknown = only - {j.job_id for j in status.jobs}
@@ -123,10 +127,11 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
 
 
 def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
-           only: set[str] | None = None, dry_run: bool = False) -> SubmitOutcome:
+           only: set[str] | None = None, dry_run: bool = False,
+           again: bool = False) -> SubmitOutcome:
     backend = backend_for(a, backend_name)
     status = current_status(a, backend)
-    job_ids = choose(a, status, failed, only or set())
+    job_ids = choose(a, status, failed, only or set(), again)
     if not job_ids:
         return SubmitOutcome(backend.name, [], [], "", dry_run)
     if not dry_run:
