@@ -38,8 +38,10 @@ LOCK_NOTICE_EVERY = 300.0
 
 
 def log(job_id: str, text: str) -> None:
+    """A line for the job's log, in the job body's format; on stderr, because the job
+    body captures stdout (the reason an attempt was superseded)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(f"{stamp} fairbig[{job_id}] {text}", flush=True)
+    print(f"{stamp} fairbig[{job_id}] {text}", file=sys.stderr, flush=True)
 
 
 # -- record ---------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_push_lock_wait_is_logged_then_times_out(tmp_path, monkeypatch, capsys):
     with pytest.raises(jobstep.LockTimeout, match="job 9 on node7"):
         jobstep.acquire(lock, 2.0, "3")
     assert 2.0 <= time.monotonic() - start < 5
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "fairbig[3] waiting for the push lock" in out
     assert "held since 2026-01-01T00:00:00Z (job 9 on node7, pid 1)" in out
     os.close(holder)
