@@ -239,7 +239,8 @@ def datalad_rerun_in_fresh_clone(ana: Path, commit: str, outputs: str, tmp: Path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert git(clone / ".git", "ls-tree", "-r", "HEAD", "--", outputs) == git(
         clone / ".git", "ls-tree", "-r", commit, "--", outputs)  # same annex keys
-    assert git(clone / ".git", "status", "--porcelain") == ""
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
+                          text=True, check=True).stdout == ""
     regenerated = subprocess.run(["git", "annex", "find", "--in", "here", "--", outputs],
                                  cwd=clone, capture_output=True, text=True, check=True)
     names = git(clone / ".git", "ls-tree", "-r", "--name-only", commit, "--", outputs)
