@@ -45,6 +45,7 @@ class InputsConfig:
 class JobConfig:
     workdir: str = ""
     env_setup: list[str] = field(default_factory=list)
+    push_lock_timeout: int = 3600
 
 
 @dataclass
@@ -183,6 +184,8 @@ def validate(cfg: Config) -> list[str]:
     if wd and (not wd.startswith("/") or not wd.isprintable()):
         p.append(f"job.workdir {wd!r} must be an absolute path on one line (or \"\" for"
                  " $TMPDIR); it is used as written, variables are not expanded")
+    if cfg.job.push_lock_timeout < 1:
+        p.append(f"job.push_lock_timeout {cfg.job.push_lock_timeout} must be 1 second or more")
     p += _slurm_problems(cfg.backend.slurm)
     p += _htcondor_problems(cfg.backend.htcondor)
     return p
@@ -342,6 +345,9 @@ job:
   workdir: ""
   # Shell lines run first in every job, e.g. "module load datalad".
   env_setup: []
+  # Seconds a job waits for the output store's push lock before it fails
+  # (it logs who holds the lock after a short wait).
+  push_lock_timeout: 3600
 
 backend:
   # local | slurm | htcondor

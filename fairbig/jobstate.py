@@ -1,6 +1,8 @@
 """Job state records: what each job said about itself, and what we submitted.
 
-Jobs write ``<state_dir>/<job>.json`` themselves (see the job template), so
+Jobs write ``<state_dir>/<job>.json`` themselves (the job template calls
+``python -m fairbig.jobstep record``, which writes this module's
+:class:`JobRecord`: one schema for writer and readers), so
 status works without scheduler accounting; submissions are appended to
 ``submissions.jsonl`` by the submitting side.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class JobRecord:
     job_id: str
-    status: str          # running | done | failed | cancelled
+    status: str          # running | done | failed | cancelled | superseded
     step: str
     exit_code: int | None
     host: str
@@ -28,6 +30,7 @@ class JobRecord:
     updated: int
     workdir: str
     input_state: str = ""
+    detail: str = ""     # why, in words: e.g. what superseded the attempt
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class JobContext:
     container: str
     workdir: str
     bindir: str
+    main_branch: str          # the store's main branch, where merges and plans land
+    push_lock_timeout: int    # seconds a job waits for the store's push lock
     env_setup: tuple[str, ...] = ()
     run_id: str = ""  # the submission's run directory name, marks each attempt's log
     header: str = ""
@@ -56,4 +58,6 @@ def render(template: str, **values: object) -> str:
 
 
 def job_body(ctx: JobContext) -> str:
-    return render("job.sh.j2", **asdict(ctx))
+    from .jobstep import SUPERSEDED
+
+    return render("job.sh.j2", **asdict(ctx), superseded_exit=SUPERSEDED)

@@ -84,7 +84,7 @@ def rerun_job(a: Analysis, job_id: str, keep: bool = False,
         run(["git", "fetch", "-q", "origin", commit], cwd=clone)
         run(["git", "checkout", "-q", "-b", "fairbig-rerun", commit], cwd=clone)
         record = run(["git", "log", "-1", "--format=%B", commit], cwd=clone).stdout
-        declared = _declared_outputs(record)
+        declared = _declared_outputs(clone, record)
         before = outputs_of(clone, commit, declared)
         dl.call(dapi.rerun, revision=commit, dataset=str(clone),
                 hint="the recorded command failed on this machine; rerun with --keep and "
@@ -98,15 +98,20 @@ def rerun_job(a: Analysis, job_id: str, keep: bool = False,
     return result
 
 
-def _declared_outputs(message: str) -> list[str]:
-    import json
+def _declared_outputs(clone: Path, message: str) -> list[str]:
+    """The outputs of the commit's run record, read by datalad itself (records kept in a
+    sidecar file under .datalad/runinfo included)."""
+    from datalad.api import Dataset
+    from datalad.local.rerun import get_run_info
 
     try:
-        body = message.split("=== Do not change lines below ===")[1]
-        record = json.loads(body.split("^^^ Do not change lines above ^^^")[0])
-    except (IndexError, ValueError) as exc:
-        raise FairbigError("the job's commit carries no run record",
+        _, record = get_run_info(Dataset(str(clone)), message)
+    except ValueError as exc:
+        raise FairbigError(f"the job's run record cannot be read: {exc}",
                            "only commits made by 'datalad containers-run' can be rerun") from exc
+    if not record:
+        raise FairbigError("the job's commit carries no run record",
+                           "only commits made by 'datalad containers-run' can be rerun")
     outputs = record.get("outputs") or []
     if not outputs:
         raise FairbigError("the run record declares no outputs", "nothing to compare")

@@ -119,8 +119,9 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
         storage="output" + STORAGE_SUFFIX, lock_file=str(a.output_store.lock_file),
         state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
         results=cfg.results, container=cfg.container, workdir=cfg.job.workdir,
-        bindir=str(Path(sys.executable).parent),
-        env_setup=tuple(cfg.job.env_setup), run_id=run_dir.name, header=backend.header(req))
+        bindir=str(Path(sys.executable).parent), main_branch=a.default_branch,
+        push_lock_timeout=cfg.job.push_lock_timeout, run_id=run_dir.name,
+        env_setup=tuple(cfg.job.env_setup), header=backend.header(req))
     req.script.write_text(job_body(ctx))
     req.script.chmod(0o755)
     return req

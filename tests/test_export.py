@@ -71,11 +71,11 @@ def git(where: Path, *args: str) -> str:
 def test_every_job_input_and_container_entity(run, image, lab_key):
     from rocrate.rocrate import ROCrate
 
-    store, main = run["store"], git(run["store"], "rev-parse", "master")
+    store, main = run["store"], git(run["store"], "rev-parse", "main")
     crate = ROCrate(run["crate"])
     by_id = {e.id: e for e in crate.get_entities()}
     merged = [line.split("\t") for line in git(store, "cat-file", "blob",
-                                               "master:.fairbig/merged.tsv").splitlines()[1:]]
+                                               "main:.fairbig/merged.tsv").splitlines()[1:]]
     assert sorted(j for j, _, _ in merged) == run["jobs"]
     states = {j: json.loads((run["ana"] / ".fairbig/work/state" / f"{j}.json").read_text())
               for j in run["jobs"]}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from fairbig import config as cfgmod
+from fairbig.jobstate import read_records
+from fairbig.stores import LOCK_NAME
 
 from .conftest import BIN, fairbig, init_analysis, load_generator, status
 
@@ -34,10 +38,12 @@ def states(analysis: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, ukb_input, image, lab_key):
-    """An analysis with a private ephemeral workdir, planned and fully run."""
+    """An analysis with a private ephemeral workdir, planned and fully run.
+
+    The workdir's name has a '"' in it: job records must stay valid JSON."""
     base = tmp_path_factory.mktemp("local")
     ana = init_analysis(base, ukb_input, image, lab_key)
-    work = base / "ephemeral"
+    work = base / 'ephe"meral'
     cfgmod.update_file(ana / "fairbig.yaml", {"job.workdir": str(work)})
     subprocess.run([str(BIN / "datalad"), "save", "-m", "workdir"], cwd=ana, check=True,
                    capture_output=True)
@@ -74,6 +80,9 @@ def test_every_job_done_with_run_record_and_content(run, ukb_input):
                              capture_output=True, check=True).stdout.split()
     assert present == ["1"] * len(keys)
     assert not any(run["work"].iterdir())  # no ephemeral clone left behind
+    records = read_records(ana / ".fairbig" / "work" / "state")
+    assert {j: r.status for j, r in records.items()} == dict.fromkeys(ukb_input["ids"], "done")
+    assert all(r.workdir.startswith(str(run["work"]) + "/") for r in records.values())
 
 
 def test_replan_is_incremental(run):
@@ -210,32 +219,168 @@ def test_merge_brings_every_result_into_main(run, ukb_input, tmp_path):
     assert again["merged"] == []
 
 
+def datalad_rerun_in_fresh_clone(ana: Path, commit: str, outputs: str, tmp: Path) -> None:
+    """A plain ``datalad rerun COMMIT`` in a fresh clone of the output store (on top of its
+    main) regenerates every output bit-identically: the job's commits alone reproduce it."""
+    cfg = cfgmod.load(ana / "fairbig.yaml")
+    dsid = subprocess.run(["git", "config", "-f", str(ana / ".datalad" / "config"),
+                           "datalad.dataset.id"], capture_output=True, text=True).stdout.strip()
+    clone = tmp / f"fresh-{commit[:12]}"
+    dl = str(BIN / "datalad")
+    subprocess.run([dl, "clone", f"{cfg.stores.output}#{dsid}", str(clone)], check=True,
+                   capture_output=True)
+    subprocess.run(["git", "config", "datalad.get.subdataset-source-candidate-100input",
+                    f"{cfg.stores.input}#{{id}}"], cwd=clone, check=True)
+    proc = subprocess.run([dl, "rerun", commit], cwd=clone, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert git(clone / ".git", "ls-tree", "-r", "HEAD", "--", outputs) == git(
+        clone / ".git", "ls-tree", "-r", commit, "--", outputs)  # same annex keys
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
+                          text=True, check=True).stdout == ""
+    regenerated = subprocess.run(["git", "annex", "find", "--in", "here", "--", outputs],
+                                 cwd=clone, capture_output=True, text=True, check=True)
+    names = git(clone / ".git", "ls-tree", "-r", "--name-only", commit, "--", outputs)
+    assert sorted(regenerated.stdout.split()) == sorted(names.split())  # computed here
+    subprocess.run(["chmod", "-R", "u+w", str(clone)], check=True)
+
+
 def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
-    """A job whose input changed after its results were merged: its clone holds the old,
-    content-less results, which the new run must replace (not write through)."""
+    """A job whose input changed after its results were merged, twice: its clone holds the
+    old, content-less results, which the new run must replace (not write through), and
+    the new result must stay auditable: `fairbig rerun` and a plain `datalad rerun` of
+    its commit in a fresh clone reproduce it bit for bit."""
     ana = run["ana"]
     sgit = store_git(ana)
     gen = load_generator()
     victim = ukb_input["ids"][1]
     record = "20252_2_0.zip"
     good = (ukb_input["path"] / victim / record).read_bytes()
-    old = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
     others = [n for n in git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/main", "--",
                              "results").splitlines() if not n.startswith(f"results/{victim}/")]
-    gen.replace_record(ukb_input["path"], victim, record,
-                       gen.make_record(record, victim, seed=99), "update")
     try:
-        out = json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
-        assert out["changed"] == [victim]
-        sub = fairbig("submit", cwd=ana, check=False)
-        assert sub.returncode == 0, sub.stdout + "\n".join(status(ana)["failures"][victim])
-        log = (ana / ".fairbig" / "work" / "logs" / f"{victim}.log").read_text()
-        assert f"{len(others)} result file(s) of other jobs left out" in log  # sparse
-        assert json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"] == [victim]
-        new = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
-        assert new != old
-        names = git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/main", "--",
-                    "results").splitlines()
-        assert {n.split("/")[1] for n in names} == set(ukb_input["ids"])  # others kept
+        # a valid change, then back to the original data: two re-plans of one job
+        for data in (gen.make_record(record, victim, seed=99), good):
+            old = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
+            gen.replace_record(ukb_input["path"], victim, record, data, "update")
+            out = json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
+            assert out["changed"] == [victim]
+            sub = fairbig("submit", cwd=ana, check=False)
+            assert sub.returncode == 0, sub.stdout + "\n".join(status(ana)["failures"][victim])
+            log = (ana / ".fairbig" / "work" / "logs" / f"{victim}.log").read_text()
+            assert f"{len(others)} result file(s) of other jobs left out" in log  # sparse
+            tip = git(sgit, "rev-parse", f"refs/heads/job-{victim}").strip()
+            removal = git(sgit, "log", "-1", "--format=%s", f"{tip}^")
+            assert removal.startswith(f"fairbig job {victim}: remove the outputs")
+            assert git(sgit, "ls-tree", f"{tip}^", "--", f"results/{victim}") == ""
+            assert json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"] == [victim]
+            new = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
+            assert new != old
+            names = git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/main", "--",
+                        "results").splitlines()
+            assert {n.split("/")[1] for n in names} == set(ukb_input["ids"])  # others kept
+            rerun = json.loads(fairbig("rerun", victim, "--json", cwd=ana).stdout)["jobs"][0]
+            assert rerun["commit"] == tip and rerun["ok"], rerun  # IDENTICAL
+            assert set(rerun["files"].values()) == {"identical"}
+            datalad_rerun_in_fresh_clone(ana, tip, f"results/{victim}", run["base"])
     finally:
         gen.restore_record(ukb_input["path"], victim, record, good)
+
+
+def _job_log(ana: Path, job: str) -> Path:
+    return ana / ".fairbig" / "work" / "logs" / f"{job}.log"
+
+
+def _record(ana: Path, job: str):
+    return read_records(ana / ".fairbig" / "work" / "state")[job]
+
+
+def test_stale_attempt_waits_for_the_lock_visibly_then_is_superseded(run, ukb_input):
+    """An attempt whose input state the plan no longer wants (the input changed back while
+    it ran) never reaches the store: it says "superseded" in its log and record, and the
+    merged result stays, reproducible. While the push lock is held it says so."""
+    ana = run["ana"]
+    sgit = store_git(ana)
+    gen = load_generator()
+    victim = ukb_input["ids"][2]
+    record = "20252_2_0.zip"
+    good = (ukb_input["path"] / victim / record).read_bytes()
+    merged = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
+    lock = Path(cfgmod.load(ana / "fairbig.yaml").stores.output[len("ria+file://"):]
+                ) / LOCK_NAME
+    gen.replace_record(ukb_input["path"], victim, record,
+                       gen.make_record(record, victim, seed=97), "update")
+    holder = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        assert json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)["changed"] \
+            == [victim]
+        script = json.loads(fairbig("script", "--json", cwd=ana).stdout)["script"]
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        os.write(holder, b"the test (holding it on purpose)\n")
+        job = subprocess.Popen(["bash", script, victim], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while "waiting for the push lock" not in _job_log(ana, victim).read_text():
+            assert job.poll() is None, _job_log(ana, victim).read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(2)
+        assert "held since the test (holding it on purpose)" in _job_log(ana, victim).read_text()
+        stale = _record(ana, victim)
+        assert (stale.status, stale.step) == ("running", "push-branch")
+        gen.restore_record(ukb_input["path"], victim, record, good)
+        fairbig("plan", "--update", cwd=ana)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        assert job.wait(timeout=300) == 0
+    finally:
+        os.close(holder)
+        gen.restore_record(ukb_input["path"], victim, record, good)
+    # restoring the bytes is a new commit of the subject: a third input state, planned
+    assert states(ana)[victim] == "planned"
+    rec = _record(ana, victim)
+    assert rec.status == "superseded" and rec.input_state == stale.input_state
+    assert rec.detail.startswith("the newest plan wants input ")
+    assert rec.input_state not in rec.detail
+    assert f"superseded, nothing pushed: {rec.detail}" in _job_log(ana, victim).read_text()
+    assert git(sgit, "for-each-ref", f"refs/heads/job-{victim}") == ""  # never pushed
+    assert git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip() == merged
+    fairbig("submit", cwd=ana)  # the attempt the newest plan wants
+    assert states(ana)[victim] == "done"
+    rerun = json.loads(fairbig("rerun", victim, "--json", cwd=ana).stdout)["jobs"][0]
+    assert rerun["ok"], rerun  # IDENTICAL
+
+
+def test_output_through_a_committed_symlink_is_refused_before_deleting(run, ukb_input):
+    """A plan whose output goes through a committed symlink to a host directory: the job
+    refuses before deleting anything, the host file survives, the merged result stays."""
+    ana = run["ana"]
+    victim = ukb_input["ids"][3]
+    host = run["base"] / "host-dir"
+    (host / "x").mkdir(parents=True)
+    (host / "x" / "keep.txt").write_text("precious\n")
+    (ana / "code" / "escape").symlink_to(host)
+    plan = ana / ".fairbig" / "plan.tsv"
+    honest = plan.read_text()
+    rows = [line.split("\t") for line in honest.splitlines()]
+    col = rows[0].index("outputs")
+    for row in rows[1:]:
+        if row[0] == victim:
+            row[col] = "code/escape/x"
+    plan.write_text("".join("\t".join(r) + "\n" for r in rows))
+    dl = str(BIN / "datalad")
+    subprocess.run([dl, "save", "-m", "hostile plan"], cwd=ana, check=True, capture_output=True)
+    try:
+        script = json.loads(fairbig("script", "--json", cwd=ana).stdout)["script"]
+        proc = subprocess.run(["bash", script, victim], stdin=subprocess.DEVNULL)
+        assert proc.returncode == 2
+        log = _job_log(ana, victim).read_text()
+        assert (f"fairbig job: output path 'code/escape/x' goes through the symlink "
+                f"'code/escape' (-> {host}); refused before deleting anything") in log
+        rec = _record(ana, victim)
+        assert (rec.status, rec.step, rec.exit_code) == ("failed", "checkout", 2)
+        assert (host / "x" / "keep.txt").read_text() == "precious\n"
+    finally:
+        (ana / "code" / "escape").unlink()
+        plan.write_text(honest)
+        subprocess.run([dl, "save", "-m", "honest plan again"], cwd=ana, check=True,
+                       capture_output=True)
+    assert {j["job_id"]: j["state"] for j in status(ana)["jobs"]}[victim] == "merged"
+    rerun = json.loads(fairbig("rerun", victim, "--json", cwd=ana).stdout)["jobs"][0]
+    assert rerun["ok"], rerun  # IDENTICAL

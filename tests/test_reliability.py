@@ -394,7 +394,7 @@ KILL_AT = {
     "get": ("sub-03", "datalad", "get", "before"),
     "run": ("sub-04", "sh", "containers/fairbig-container", "before"),  # in datalad run
     "push-content": ("sub-05", "git-annex", "copy", "after"),    # content in, no branch yet
-    "push-branch": ("sub-06", "flock", "", "holding"),           # killed holding the lock
+    "push-branch": ("sub-06", "git", "push", "before"),  # killed holding the push lock
     "cleanup": ("sub-07", "gpgconf", "--kill", "before"),        # branch pushed already
 }
 
@@ -406,10 +406,7 @@ if [ -f "$ctl/$jid" ]; then
     read -r tool when args <"$ctl/$jid"
     case "{name} $*" in
     "$tool $args"*)
-        case $when in
-        after) {real} "$@" ;;
-        holding) exec {real} "$1" sh -c "touch '$ctl/$jid.hit'; exec sleep 600" ;;
-        esac
+        [ "$when" = after ] && {real} "$@"
         touch "$ctl/$jid.hit"
         exec sleep 600 ;;
     esac

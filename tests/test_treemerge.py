@@ -324,3 +324,22 @@ def test_tree_equals_octopus_merge(repo: Repo) -> None:
     repo.git("checkout", "-q", "main")
     repo.git("merge", "--no-edit", "-q", *(f"job-{b.job_id}" for b in jobs))
     assert repo.git("rev-parse", "HEAD^{tree}") == repo.git("rev-parse", f"{new}^{{tree}}")
+
+
+def test_rerun_branch_removal_commit_then_run_commit_merges(repo: Repo) -> None:
+    """A job running again over its merged results: one commit removes its old outputs,
+    the next adds the new ones (some unchanged); merged as one change of its area."""
+    old = repo.commit([repo.git("rev-parse", "main")],
+                      {"results/a/same": "kept", "results/a/changed": "v1",
+                       "results/a/gone": "v1", "results/b/x": "b"})
+    repo.git("update-ref", "refs/heads/main", old)
+    removal = repo.commit([old], {"results/a/same": None, "results/a/changed": None,
+                                  "results/a/gone": None}, "remove the outputs")
+    tip = repo.commit([removal], {"results/a/same": "kept", "results/a/changed": "v2",
+                                  "results/a/new": "v2"}, "run")
+    repo.git("update-ref", "refs/heads/job-a", tip)
+    job = tm.JobBranch("a", "refs/heads/job-a", tip, ("results/a/",))
+    comp, new = merge(repo, [job])
+    assert comp.to_merge == [job]
+    assert repo.tree(new) == repo.tree(tip)
+    assert repo.is_ancestor(tip, new)

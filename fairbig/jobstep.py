@@ -1,0 +1,275 @@
+"""Steps of the job body that bash cannot do safely, run as ``python -m fairbig.jobstep``.
+
+The job body (templates/job.sh.j2) calls these with the venv's python:
+
+- ``record``: write the job's state record with the one schema of
+  :class:`fairbig.jobstate.JobRecord` (``printf`` cannot escape a ``"``);
+- ``outputs``: refuse output paths that leave the clone, textually or
+  through a symlink, before anything is deleted;
+- ``push``: push the job branch under the store's push lock, only if no
+  newer result is there (otherwise the attempt is *superseded*).
+
+Imports stay in the standard library and fairbig's light modules (no
+datalad, no click): each call costs tens of milliseconds, not a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ids import path_problem
+from .jobstate import JobRecord
+
+SUPERSEDED = 10  # exit code of ``push`` when a newer result is in the store
+LOCK_TIMEOUT = 11  # exit code of ``push`` when the push lock stayed held too long
+PLAN_FILE = ".fairbig/plan.tsv"
+LOCK_NOTICE_AFTER = 10.0  # seconds of waiting before the first log line
+LOCK_NOTICE_EVERY = 300.0
+
+
+def log(job_id: str, text: str) -> None:
+    """A line for the job's log, in the job body's format; on stderr, because the job
+    body captures stdout (the reason an attempt was superseded)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(f"{stamp} fairbig[{job_id}] {text}", file=sys.stderr, flush=True)
+
+
+# -- record ---------------------------------------------------------------------------
+
+def write_record(state_dir: Path, record: JobRecord) -> Path:
+    """Write ``<state_dir>/<job>.json`` via a temp file and rename: never half a record."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    target = state_dir / f"{record.job_id}.json"
+    tmp = state_dir / f".{record.job_id}.json.{os.getpid()}"
+    tmp.write_text(json.dumps(dataclasses.asdict(record)) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def _record_from_args(values: dict[str, str]) -> JobRecord:
+    kwargs: dict[str, object] = {}
+    for f in dataclasses.fields(JobRecord):
+        raw = values.get(f.name)
+        if raw is None:
+            continue
+        if f.name == "exit_code":
+            kwargs[f.name] = None if raw in ("", "null") else int(raw)
+        elif f.type in ("int", int):
+            kwargs[f.name] = int(raw)
+        else:
+            kwargs[f.name] = raw
+    kwargs.setdefault("updated", int(time.time()))
+    return JobRecord(**kwargs)  # type: ignore[arg-type]
+
+
+# -- outputs --------------------------------------------------------------------------
+
+def output_problem(root: Path, path: str) -> str | None:
+    """Why ``path`` may not be an output of a job in the clone at ``root``, or None.
+
+    Checked for what the path *is*: every component that exists must be a real
+    directory (or, the last one, a file or a link to annexed content inside the
+    clone); a component that is a symlink would make ``git rm``/``rm`` or the
+    pipeline act on whatever it points at, possibly outside the dataset.
+    """
+    problem = path_problem(path)
+    if problem:
+        return f"output path '{path}' in the plan leaves the dataset: it {problem}"
+    base = root.resolve()
+    here = base
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        here = here / part
+        if not here.is_symlink():
+            continue
+        shown = "/".join(parts[:i + 1])
+        target = os.readlink(here)
+        if i == len(parts) - 1 and here.resolve().is_relative_to(base / ".git" / "annex"):
+            continue  # an annexed file of an earlier run
+        return (f"output path '{path}' goes through the symlink '{shown}' (-> {target}); "
+                "refused before deleting anything")
+    return None
+
+
+# -- push -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StoreView:
+    """What the output store holds for one job, read under the push lock."""
+
+    tip: str               # the job branch's commit, "" if there is none
+    tip_state: str         # the input state its commit message names
+    merged_state: str      # the input state merged into main, "" if none
+    wanted_state: str | None  # what the newest published plan wants; None: not known
+
+
+def superseded_by(mine: str, view: StoreView) -> str | None:
+    """Why an attempt on input state ``mine`` must not reach the store, or None.
+
+    An attempt is stale when the newest plan wants another input state (or no
+    longer has the job); a result for the same input state already merged or
+    on the branch stays (the first one wins: a late duplicate would replace a
+    result that others may already have checked, or fail the next merge).
+    """
+    if view.wanted_state is not None and view.wanted_state != mine:
+        wanted = view.wanted_state or "nothing (the job left the plan)"
+        return f"the newest plan wants input {wanted}"
+    if view.merged_state == mine:
+        return f"a result for input {mine} is already merged"
+    if view.tip and view.tip_state == mine:
+        return f"a result for input {mine} is already on the branch ({view.tip[:12]})"
+    return None
+
+
+def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True,
+                          text=True, check=False)
+
+
+def _row(table: str, job_id: str) -> list[str] | None:
+    for line in table.splitlines()[1:]:
+        fields = line.split("\t")
+        if fields[0] == job_id:
+            return fields
+    return None
+
+
+def read_store(store: Path, job_id: str, main: str, plan_commit: str) -> StoreView:
+    from .plan import HEADER
+    from .results import MERGED_FILE, MESSAGE_RE
+
+    ref = f"refs/heads/job-{job_id}"
+    tip = _git(store, "rev-parse", "--verify", "-q", ref).stdout.strip()
+    tip_state = ""
+    if tip:
+        m = MESSAGE_RE.search(_git(store, "log", "-1", "--format=%s", tip).stdout)
+        tip_state = m.group(2) if m and m.group(1) == job_id else ""
+    head = _git(store, "rev-parse", "--verify", "-q", f"refs/heads/{main}").stdout.strip()
+    merged_state, wanted = "", None
+    if head:
+        merged = _row(_git(store, "cat-file", "blob", f"{head}:{MERGED_FILE}").stdout, job_id)
+        merged_state = merged[1] if merged and len(merged) > 1 else ""
+        # the store's plan is authoritative only if it is at least as new as ours
+        if _git(store, "merge-base", "--is-ancestor", plan_commit, head).returncode == 0:
+            plan = _git(store, "cat-file", "blob", f"{head}:{PLAN_FILE}")
+            if plan.returncode == 0:
+                row = _row(plan.stdout, job_id)
+                wanted = row[HEADER.index("input_state")] if row else ""
+    return StoreView(tip, tip_state, merged_state, wanted)
+
+
+class LockTimeout(Exception):
+    pass
+
+
+def acquire(lock_file: Path, timeout: float, job_id: str) -> int:
+    """Take the store's push lock (flock, as flock(1) does), logging while waiting.
+
+    The holder writes who it is into the lock file, so a waiter can say whom it
+    waits for. Raises LockTimeout after ``timeout`` seconds.
+    """
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    start = time.monotonic()
+    notice = LOCK_NOTICE_AFTER
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            waited = time.monotonic() - start
+            if waited >= notice:
+                log(job_id, f"waiting for the push lock {lock_file} held since "
+                    f"{_holder(lock_file)} ({int(waited)} s so far, timeout {int(timeout)} s)")
+                notice += LOCK_NOTICE_EVERY
+            if waited >= timeout:
+                os.close(fd)
+                raise LockTimeout(_holder(lock_file)) from None
+            time.sleep(min(1.0, max(0.05, timeout - waited)))
+    host = socket.gethostname()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
+                  f"(job {job_id} on {host}, pid {os.getpid()})\n".encode(), 0)
+    return fd
+
+
+def _holder(lock_file: Path) -> str:
+    try:
+        text = lock_file.read_text().strip()
+    except OSError:
+        text = ""
+    return text or "an unknown time (a holder that does not say)"
+
+
+def push(args: argparse.Namespace) -> int:
+    store, job_id = Path(args.store), args.job_id
+    ref = f"refs/heads/job-{job_id}"
+    try:
+        fd = acquire(Path(args.lock_file), args.timeout, job_id)
+    except LockTimeout as exc:
+        print(f"fairbig job: the push lock {args.lock_file} is still held after "
+              f"{int(args.timeout)} s (held since {exc}); raise job.push_lock_timeout in "
+              "fairbig.yaml or remove a stale holder", file=sys.stderr)
+        return LOCK_TIMEOUT
+    try:
+        for _ in range(3):
+            view = read_store(store, job_id, args.main, args.plan_commit)
+            why = superseded_by(args.input_state, view)
+            if why:
+                print(why)
+                return SUPERSEDED
+            proc = subprocess.run(
+                ["git", "push", "-q", f"--force-with-lease={ref}:{view.tip}", args.remote,
+                 f"{ref}:{ref}"], check=False)
+            if proc.returncode == 0:
+                return 0
+            log(job_id, "the branch moved while pushing; looking again")
+        print(f"fairbig job: could not push {ref}: it kept moving", file=sys.stderr)
+        return 1
+    finally:
+        os.close(fd)
+
+
+# -- command line ---------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fairbig.jobstep")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="write the job's state record")
+    rec.add_argument("state_dir")
+    for f in dataclasses.fields(JobRecord):
+        rec.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name)
+    out = sub.add_parser("outputs", help="check output paths before anything is deleted")
+    out.add_argument("root")
+    out.add_argument("paths", nargs="*")
+    p = sub.add_parser("push", help="push the job branch unless a newer result is there")
+    for name in ("store", "remote", "lock-file", "job-id", "input-state", "plan-commit",
+                 "main"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--timeout", type=float, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(JobRecord)}
+        write_record(Path(args.state_dir), _record_from_args(values))
+        return 0
+    if args.command == "outputs":
+        for path in args.paths:
+            problem = output_problem(Path(args.root), path)
+            if problem:
+                print(f"fairbig job: {problem}", file=sys.stderr)
+                return 2
+        return 0
+    return push(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

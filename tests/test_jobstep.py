@@ -1,0 +1,112 @@
+"""The job body's Python steps: the state record, output paths, the conditional push."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fairbig import jobstep
+from fairbig.jobstate import read_records
+from fairbig.jobstep import StoreView, output_problem, superseded_by
+
+
+def jobstep_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fairbig.jobstep", *args],
+                          capture_output=True, text=True)
+
+
+def test_record_with_quote_in_workdir_is_valid_json(tmp_path):
+    workdir = '/scratch/a "quoted" dir\\x/fairbig-job-1.abc'
+    proc = jobstep_cli("record", str(tmp_path), "--job-id", "1", "--status", "running",
+                       "--step", "get", "--exit-code", "", "--host", "node1", "--pid", "42",
+                       "--backend-id", "7_1", "--started", "100", "--workdir", workdir,
+                       "--input-state", "ab12", "--detail", "")
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads((tmp_path / "1.json").read_text())
+    assert raw["workdir"] == workdir and raw["exit_code"] is None
+    rec = read_records(tmp_path)["1"]
+    assert (rec.status, rec.step, rec.pid, rec.started, rec.workdir) == (
+        "running", "get", 42, 100, workdir)
+    assert rec.updated >= int(time.time()) - 60
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_record_superseded_carries_why(tmp_path):
+    jobstep_cli("record", str(tmp_path), "--job-id", "2", "--status", "superseded",
+                "--step", "finished", "--exit-code", "0", "--host", "h", "--pid", "1",
+                "--backend-id", "local", "--started", "1", "--workdir", "",
+                "--input-state", "s1", "--detail", "the newest plan wants input s2")
+    rec = read_records(tmp_path)["2"]
+    assert (rec.status, rec.exit_code, rec.detail) == (
+        "superseded", 0, "the newest plan wants input s2")
+
+
+def test_output_through_a_symlink_is_refused(tmp_path):
+    host = tmp_path / "host"
+    (host / "x").mkdir(parents=True)
+    ds = tmp_path / "ds"
+    (ds / "code").mkdir(parents=True)
+    (ds / "code" / "escape").symlink_to(host)
+    (ds / "results" / "1").mkdir(parents=True)
+    (ds / "results" / "inner").symlink_to("1")
+    problem = output_problem(ds, "code/escape/x")
+    assert problem == (f"output path 'code/escape/x' goes through the symlink 'code/escape' "
+                       f"(-> {host}); refused before deleting anything")
+    assert "symlink 'results/inner'" in output_problem(ds, "results/inner/y")  # inside too
+    assert "leaves the dataset" in output_problem(ds, "results/../../x")
+    assert output_problem(ds, "results/1") is None
+    assert output_problem(ds, "results/2/new") is None  # not there yet: fine
+    proc = jobstep_cli("outputs", str(ds), "results/1", "code/escape/x")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("fairbig job: output path 'code/escape/x' goes through")
+    assert (host / "x").is_dir()
+
+
+def test_annexed_file_of_an_earlier_run_is_an_output(tmp_path):
+    ds = tmp_path / "ds"
+    obj = ds / ".git" / "annex" / "objects" / "Xx" / "Yy" / "KEY" / "KEY"
+    (ds / "results" / "1").mkdir(parents=True)
+    (ds / "results" / "1" / "out.txt").symlink_to("../../.git/annex/objects/Xx/Yy/KEY/KEY")
+    assert not obj.exists()  # content-less, as in a job's clone
+    assert output_problem(ds, "results/1/out.txt") is None
+
+
+@pytest.mark.parametrize("view, why", [
+    (StoreView("", "", "", "s1"), None),                        # first result
+    (StoreView("", "", "", None), None),                        # no newer plan known
+    (StoreView("t0", "s0", "", "s1"), None),                    # replaces a stale branch
+    (StoreView("", "", "s0", "s1"), None),                      # re-run after a merge
+    (StoreView("", "", "", "s2"), "the newest plan wants input s2"),
+    (StoreView("t2", "s2", "", "s2"), "the newest plan wants input s2"),
+    (StoreView("", "", "", ""), "the newest plan wants input nothing (the job left the plan)"),
+    (StoreView("", "", "s1", "s1"), "a result for input s1 is already merged"),
+    (StoreView("t1abcdefabcdef", "s1", "", "s1"),
+     "a result for input s1 is already on the branch (t1abcdefabcd)"),
+])
+def test_superseded_by(view, why):
+    assert superseded_by("s1", view) == why
+
+
+def test_push_lock_wait_is_logged_then_times_out(tmp_path, monkeypatch, capsys):
+    lock = tmp_path / "fairbig-push.lock"
+    lock.write_text("2026-01-01T00:00:00Z (job 9 on node7, pid 1)\n")
+    holder = os.open(lock, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    monkeypatch.setattr(jobstep, "LOCK_NOTICE_AFTER", 0.5)
+    start = time.monotonic()
+    with pytest.raises(jobstep.LockTimeout, match="job 9 on node7"):
+        jobstep.acquire(lock, 2.0, "3")
+    assert 2.0 <= time.monotonic() - start < 5
+    out = capsys.readouterr().err
+    assert "fairbig[3] waiting for the push lock" in out
+    assert "held since 2026-01-01T00:00:00Z (job 9 on node7, pid 1)" in out
+    os.close(holder)
+    fd = jobstep.acquire(lock, 1.0, "3")  # free now: taken at once, holder written
+    assert "(job 3 on " in lock.read_text()
+    os.close(fd)
