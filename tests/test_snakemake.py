@@ -40,6 +40,7 @@ rule all:
     input: "mine/{job}.txt", rules.fairbig_all.input
 
 rule mine:
+    localrule: True
     input: "fairbig-results/{{job}}/summary.json"
     output: "mine/{{job}}.txt"
     log: "logs/mine-{{job}}.log"
