@@ -78,13 +78,10 @@ def set_merged(store: Path, branch: str, jobs: list[Job] | None) -> None:
                               capture_output=True, text=True, check=True).stdout.strip()
 
     g("read-tree", f"refs/heads/{branch}")
-    if jobs is None:
-        g("update-index", "--force-remove", MERGED_FILE)
-    else:
-        text = "job_id\tinput_state\tcommit\n" + "".join(
-            f"{j.job_id}\t{j.input_state}\t{'0' * 40}\n" for j in jobs)
-        blob = g("hash-object", "-w", "--stdin", input=text)
-        g("update-index", "--add", "--cacheinfo", f"100644,{blob},{MERGED_FILE}")
+    text = "job_id\tinput_state\tcommit\n" + "".join(
+        f"{j.job_id}\t{j.input_state}\t{'0' * 40}\n" for j in jobs or [])
+    blob = g("hash-object", "-w", "--stdin", input=text)
+    g("update-index", "--add", "--cacheinfo", f"100644,{blob},{MERGED_FILE}")
     tree = g("write-tree")
     commit = g("commit-tree", tree, "-p", f"refs/heads/{branch}", "-m", "bench: merged record")
     g("update-ref", f"refs/heads/{branch}", commit)

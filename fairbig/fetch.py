@@ -84,6 +84,11 @@ def fetch(a: Analysis, job: str, path: str, dest: Path) -> Path:
             _check_secret_key(a)
             key = os.path.basename(git(a.output_git, "cat-file", "blob", sha).stdout.strip())
             reader = _reader(a)
+            # A job pushes its content, then only its branch: the store's location log
+            # learns of the content at the merge. git-annex gets only from remotes the
+            # log names, so the reader (which never pushes) is told first.
+            uuid = run(["git", "config", f"remote.{STORAGE}.annex-uuid"], cwd=reader).stdout
+            run(["git", "annex", "setpresentkey", key, uuid.strip(), "1"], cwd=reader)
             run(["git", "annex", "get", "--quiet", "--key", key, "--from", STORAGE], cwd=reader,
                 hint="check the output store and that the lab's secret key can decrypt")
             src = run(["git", "annex", "contentlocation", key], cwd=reader).stdout.strip()
