@@ -226,7 +226,6 @@ def test_host_workflow_on_slurm(slurm, planned, ukb_input, tmp_path):
     proc = ok(snakemake(*SLURM_FLAGS, snakefile=None, cwd=host, env={"PATH": HOST_PATH}))
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", log(proc))
     assert len(submitted) == len(ids)
-    assert "No SLURM account given" not in log(proc) and "invalid option" not in log(proc)
     assert sorted(ran(proc)) == sorted(ids)
     assert_all_merged(ana, ids)
     # each job ran inside its SLURM allocation: its own record names the SLURM job
