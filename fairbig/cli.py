@@ -526,18 +526,52 @@ def compare(ctx: click.Context, a: str, b: str, show_all: bool, as_json: bool) -
         ctx.exit(1)
 
 
-@cli.command(help="Render the job body for an outside driver (e.g. Snakemake); print its path."
+@cli.command(help="Publish the dataset and render the job body for an outside driver (e.g. "
+             "Snakemake); print its path. One run directory per commit, reused by every call."
              + example("bash \"$(fairbig script)\" 1234567"))
 @json_option
 @click.pass_context
 def script(ctx: click.Context, as_json: bool) -> None:
-    from .submit import script_for_driver
+    from .driver import prepare
 
-    path = script_for_driver(analysis_of(ctx), "external")
+    path = prepare(analysis_of(ctx))
     if as_json:
         ui.emit_json({"script": str(path)})
     else:
         ui.say(str(path))
+
+
+@cli.command(help="Print the path of the Snakemake workflow shipped with fairbig (for "
+             "'module fairbig: snakefile: ...' in your Snakefile)."
+             + example("snakemake -s \"$(fairbig snakefile)\" --config analysis=/data/ana -c4"))
+@json_option
+def snakefile(as_json: bool) -> None:
+    from . import snakefile as shipped
+
+    path = shipped()
+    if as_json:
+        ui.emit_json({"snakefile": str(path), "profiles": str(path.parent / "profiles")})
+    else:
+        ui.say(str(path))
+
+
+@cli.command(help="Copy one result file of a job out of the output store, decrypted with "
+             "the lab's secret key (from your GnuPG keyring)."
+             + example("fairbig fetch 1234567 summary.json --to out/1234567/summary.json"))
+@click.argument("job")
+@click.argument("path")
+@click.option("--to", "dest", required=True, type=click.Path(path_type=Path),
+              help="file to write (replaced atomically)")
+@json_option
+@click.pass_context
+def fetch(ctx: click.Context, job: str, path: str, dest: Path, as_json: bool) -> None:
+    from .fetch import fetch as fetch_result
+
+    out = fetch_result(analysis_of(ctx), job, path, dest)
+    if as_json:
+        ui.emit_json({"job_id": job, "path": path, "file": str(out)})
+    else:
+        ui.say(str(out))
 
 
 @cli.command(help="Remove ephemeral clones left on this host by jobs that were killed."

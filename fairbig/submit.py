@@ -104,7 +104,6 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
         run_dir = a.work / "runs" / f"{stamp}-{backend.name}-{n}"
     run_dir.mkdir(parents=True)
     (run_dir / "jobs.txt").write_text("".join(f"{j}\n" for j in job_ids))
-    cfg = a.config
     states = {j.job_id: j.input_state for j in current_jobs(a)}
 
     def record(subs: list[Submission]) -> None:
@@ -113,18 +112,26 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
 
     req = SubmitRequest(job_ids, run_dir / "job.sh", run_dir, log_dir, state_dir,
                         record=record, dry_run=dry_run)
-    commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
-    ctx = JobContext(
+    req.script.write_text(job_body(job_context(a, backend.header(req), run_id=run_dir.name)))
+    req.script.chmod(0o755)
+    return req
+
+
+def job_context(a: Analysis, header: str = "", commit: str = "",
+                run_id: str = "") -> JobContext:
+    """The values a job body of this analysis is rendered with (HEAD unless ``commit``);
+    ``run_id`` names the run directory, which marks each attempt in the job log."""
+    state_dir, log_dir, _ = paths(a)
+    cfg = a.config
+    commit = commit or run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
+    return JobContext(
         input_url=a.input_store.clone_url(a.dataset_id), output_url=str(a.output_git),
         storage="output" + STORAGE_SUFFIX, lock_file=str(a.output_store.lock_file),
         state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
         results=cfg.results, container=cfg.container, workdir=cfg.job.workdir,
         bindir=str(Path(sys.executable).parent), main_branch=a.default_branch,
-        push_lock_timeout=cfg.job.push_lock_timeout, run_id=run_dir.name,
-        env_setup=tuple(cfg.job.env_setup), header=backend.header(req))
-    req.script.write_text(job_body(ctx))
-    req.script.chmod(0o755)
-    return req
+        push_lock_timeout=cfg.job.push_lock_timeout, run_id=run_id,
+        env_setup=tuple(cfg.job.env_setup), header=header)
 
 
 def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
@@ -199,17 +206,6 @@ def cancel(a: Analysis, job_ids: set[str]) -> list[str]:
     for name, group in by_backend.items():
         get_backend(name, a.config).cancel(group)
     return active
-
-
-def script_for_driver(a: Analysis, driver: str) -> Path:
-    """The job body for an outside driver (Snakemake): same script, no scheduler header."""
-    from .backends.local import LocalBackend
-
-    publish(a)
-    jobs = [j.job_id for j in current_jobs(a)]
-    backend = LocalBackend(a.config)
-    backend.name = driver
-    return render_run(a, backend, jobs, dry_run=True).script
 
 
 def leftovers(a: Analysis) -> list[tuple[str, str]]:

@@ -1,0 +1,242 @@
+"""fairbig for outside workflow engines (Snakemake, ``workflows/Snakefile``).
+
+Two halves, kept apart on purpose: facts an engine reads while it plans its
+DAG (which jobs still need a run, where their markers live), which never write
+anything, so ``snakemake -n``/``--lint``/``--report`` leave stores and run
+directories alone; and :func:`prepare`, the one step that writes (publish the
+dataset to both stores, render the job body once per commit), run by the
+engine as its first job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .dataset import Analysis
+from .planning import current_jobs, publish
+from .proc import run
+from .render import job_body
+from .results import BRANCH_PREFIX, read_finished
+from .status import classify
+
+DRIVER_SUFFIX = "driver"   # run directory of the job body drivers use: runs/<commit12>-driver
+FINISHED = ("done", "merged")
+FAN_IN = 32                # markers per aggregate job: keeps every printed line a few KB
+
+
+def head_commit(a: Analysis) -> str:
+    return run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
+
+
+def run_dir(a: Analysis, commit: str) -> Path:
+    """One run directory per commit: every start of a driver reuses it."""
+    return a.work / "runs" / f"{commit[:12]}-{DRIVER_SUFFIX}"
+
+
+def script_path(a: Analysis, commit: str) -> Path:
+    return run_dir(a, commit) / "job.sh"
+
+
+def prepare(a: Analysis) -> Path:
+    """Publish the dataset, check what every job needs, and write the job body of HEAD.
+
+    The body is rewritten only when its text changes (atomically: a running job
+    keeps reading the file it started with), and no job list is written: a
+    driver names the job on the command line.
+    """
+    from .submit import job_context, preflight
+
+    publish(a)
+    preflight(a)
+    commit = head_commit(a)
+    path = script_path(a, commit)
+    text = job_body(job_context(a, commit=commit))
+    if path.exists() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".job.sh.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where each planned job stands, from the plan and the output store alone."""
+
+    todo: list[str]               # no result at the job's current input state
+    unmerged: dict[str, str]      # done, not merged yet: job -> branch tip
+    merged: list[str]
+
+
+def progress(a: Analysis) -> Progress:
+    finished = read_finished(a.output_git, a.default_branch)
+    todo, unmerged, merged = [], {}, []
+    for job in current_jobs(a):
+        state = classify(job, finished, None, None, None).state
+        if state == "merged":
+            merged.append(job.job_id)
+        elif state == "done":
+            unmerged[job.job_id] = finished.branches[job.job_id][0]
+        else:
+            todo.append(job.job_id)
+    return Progress(todo, unmerged, merged)
+
+
+def digest(lines: Iterable[str]) -> str:
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:12]
+
+
+@dataclass
+class SnakemakeView:
+    """What ``workflows/Snakefile`` asks fairbig, evaluated lazily at DAG time.
+
+    Parsing the Snakefile costs the same at 40 jobs and at 40,000: nothing is
+    read until Snakemake asks for a rule's input, and copies of Snakemake that
+    run one job on a cluster node only ever ask about that job.
+
+    Markers (``.fairbig/work/snakemake/<commit12>/``): ``done/<job>`` holds the
+    commit of the job's branch; when fairbig says a job with a marker has no
+    result (its branch was deleted, the store reset), the job is asked for under
+    ``again-<n>/<job>``, a marker that does not exist yet, so the engine runs
+    it without anything being deleted at planning time. Jobs fairbig knows are
+    done or merged are not in the DAG at all.
+    """
+
+    analysis: Analysis
+    settings: Mapping[str, object] = field(default_factory=dict)
+    workflow: object = None          # the Snakemake workflow: forced targets (-f, -R, -F)
+    job_rule: str = "job"            # the job rule's name as the host workflow knows it
+
+    @property
+    def marks(self) -> Path:
+        return self.analysis.work / "snakemake"
+
+    @property
+    def runs(self) -> Path:
+        return self.analysis.work / "runs"
+
+    @property
+    def logs(self) -> Path:
+        return self.analysis.work / "logs"
+
+    @cached_property
+    def commit(self) -> str:
+        return head_commit(self.analysis)
+
+    @property
+    def c12(self) -> str:
+        return self.commit[:12]
+
+    @cached_property
+    def progress(self) -> Progress:
+        return progress(self.analysis)
+
+    def fairbig(self) -> str:
+        """The fairbig CLI of the environment Snakemake runs in, never one from PATH."""
+        return f"{sys.executable} -m fairbig"
+
+    def output_git(self) -> str:
+        return str(self.analysis.output_git)
+
+    def script(self, commit12: str) -> str:
+        return str(self.runs / f"{commit12}-{DRIVER_SUFFIX}" / "job.sh")
+
+    def job_log(self, job: str) -> str:
+        return str(self.logs / f"{job}.log")
+
+    def marker(self, job: str, forced: bool = False) -> str:
+        """The marker to ask for: the existing one if forced, else the first missing."""
+        base = self.marks / self.c12
+        path, n = base / "done" / job, 0
+        while path.exists() and not forced:
+            n += 1
+            path = base / f"again-{n}" / job
+        return str(path)
+
+    def _forced(self) -> tuple[bool, set[str]]:
+        """-F, -R <job rule>, and marker files given to -R or to -f as targets."""
+        ds = getattr(self.workflow, "dag_settings", None)
+        if ds is None:
+            return False, set()
+        every = bool(ds.forceall) or self.job_rule in ds.forcerun
+        files = set(ds.forcerun) | (set(ds.targets) if ds.forcetargets else set())
+        prefix = str(self.marks / self.c12) + os.sep
+        jobs = {Path(f).name for f in (os.path.abspath(f) for f in files)
+                if f.startswith(prefix)}
+        return every, jobs
+
+    @cached_property
+    def needed(self) -> dict[str, str]:
+        """Job -> marker of every job this start must run."""
+        every, forced = self._forced()
+        p = self.progress
+        ids = [*p.todo, *p.unmerged, *p.merged] if every else [*p.todo, *sorted(forced)]
+        return {j: self.marker(j, forced=every or j in forced) for j in dict.fromkeys(ids)}
+
+    @cached_property
+    def key(self) -> str:
+        """Names the aggregate and merge markers after what they stand for, so a
+        new situation never finds an old marker in its place."""
+        return digest([*self.needed.values(),
+                       *(f"{j} {t}" for j, t in sorted(self.progress.unmerged.items()))])
+
+    @cached_property
+    def _levels(self) -> list[list[str]]:
+        """Markers per level: jobs, then aggregates of FAN_IN each, up to <= FAN_IN."""
+        levels = [list(self.needed.values())]
+        while len(levels[-1]) > FAN_IN:
+            n = (len(levels[-1]) + FAN_IN - 1) // FAN_IN
+            levels.append([self.batch(len(levels), i) for i in range(n)])
+        return levels
+
+    def batch(self, level: int, index: int) -> str:
+        return str(self.marks / self.c12 / f"batch-{self.key}" / f"{level}-{index}")
+
+    def batch_inputs(self, level: int, index: int) -> list[str]:
+        return self._levels[level - 1][index * FAN_IN:(index + 1) * FAN_IN]
+
+    def top(self) -> list[str]:
+        """At most FAN_IN markers that stand for every needed job."""
+        return self._levels[-1]
+
+    def merged(self) -> str:
+        return str(self.marks / self.c12 / f"merged-{self.key}")
+
+    def everything(self) -> list[str]:
+        """Target of ``all``: the merge when anything is to run or to merge; else the
+        plan itself (a file that exists, so Snakemake reports nothing to be done)."""
+        if self.needed or self.progress.unmerged:
+            return [self.merged()]
+        return [str(self.analysis.plan_file)]
+
+    def rerun(self, sample: int, seed: int) -> str:
+        return str(self.marks / self.c12 / f"rerun-sample{sample}-seed{seed}.json")
+
+    def before_fetch(self, job: str) -> list[str]:
+        """A job's result can be fetched once it is in the store: run it first if not."""
+        return [self.needed[job]] if job in self.needed else []
+
+    def merge_args(self) -> str:
+        shared = self.settings.get("merge_shared") or []
+        if isinstance(shared, str):
+            shared = [shared]
+        import shlex
+
+        args = [f"--shared {shlex.quote(str(p))}" for p in shared]
+        if self.settings.get("keep_branches"):
+            args.append("--keep-branches")
+        return " ".join(args)
+
+
+def branch_ref(job: str) -> str:
+    return BRANCH_PREFIX + job
