@@ -499,6 +499,14 @@ def entity_counts(doc: dict) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def dumps(doc: dict) -> str:
+    """One entity per line: ``json`` encodes in C only without ``indent`` (the pure-Python
+    indenting encoder took most of the export's time at 42k jobs), and a line per entity
+    still reads and diffs well."""
+    graph = ",\n".join(json.dumps(e, ensure_ascii=False) for e in doc["@graph"])
+    return (f'{{"@context": {json.dumps(doc["@context"])},\n"@graph": [\n{graph}\n]}}\n')
+
+
 def write_crate(target: Path, doc: dict) -> Path:
     """Write ``ro-crate-metadata.json`` into ``target`` atomically: a reader never sees
     half a file, and a failure leaves the previous crate (if any) in place."""
@@ -509,8 +517,7 @@ def write_crate(target: Path, doc: dict) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".ro-crate-", dir=target)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+            f.write(dumps(doc))
         os.replace(tmp, target / METADATA)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
