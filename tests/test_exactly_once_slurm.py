@@ -120,7 +120,7 @@ def test_submit_killed_at_every_point_forgets_nothing(slurm, tmp_path,  # noqa: 
             assert len(live_tasks(ana)) == n and active(ana) == n, point
             cancelled = json.loads(fairbig("cancel", "--json", cwd=ana).stdout)["cancelled"]
             assert len(cancelled) == n, point
-            wait_for(lambda: not live_tasks(ana))  # noqa: B023
+            wait_for(lambda: not live_tasks(ana))
             wait_idle(ana)
             assert status(ana)["counts"]["cancelled"] == n, (point, status(ana)["jobs"])
     finally:

@@ -49,7 +49,7 @@ class SlurmBackend(Backend):
         if dry_run:
             return DEFAULT_MAX_ARRAY
         res = run(["scontrol", "show", "config"], check=False,
-                  hint="run fairbig where the SLURM commands are (a login node)")
+                  hint="run fairbig where the SLURM commands are, e.g. on a login node")
         m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout, re.MULTILINE)
         return int(m.group(1)) if m else DEFAULT_MAX_ARRAY
 
