@@ -40,6 +40,9 @@ class LocalBackend(Backend):
                 while pending or running:
                     while pending and len(running) < self.max_jobs:
                         jid = pending.pop(0)
+                        if (req.state_dir / f"{jid}.cancel").exists():
+                            bar.advance(1)  # cancelled while waiting here: never starts
+                            continue
                         proc = self._start(req, jid, batch.token)
                         running[jid] = proc
                         sub = Submission(jid, self.name, f"{host}:{proc.pid}", now(),
