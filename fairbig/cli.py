@@ -248,7 +248,10 @@ def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[st
     if as_json:
         ui.emit_json(asdict(out))
     elif not out.submitted:
-        ui.say("nothing to submit" + ("" if failed else " (use --failed to resubmit failures)"))
+        busy = (f": {len(out.active)} job(s) already queued or running (see 'fairbig status')"
+                if out.active else "")
+        ui.say("nothing to submit" + busy
+               + ("" if failed or busy else " (use --failed to resubmit failures)"))
     else:
         verb = "would submit" if dry_run else "submitted"
         ui.say(f"{verb} {len(out.submitted)} job(s) to {out.backend}; files in {out.run_dir}")

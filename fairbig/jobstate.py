@@ -5,14 +5,25 @@ Jobs write ``<state_dir>/<job>.json`` themselves (the job template calls
 :class:`JobRecord`: one schema for writer and readers), so
 status works without scheduler accounting; submissions are appended to
 ``submissions.jsonl`` by the submitting side.
+
+Exactly once: before a submit hands a job to the scheduler it writes the job's
+*claim* ``<state_dir>/<job>.claim`` (in the shared state directory, so every
+host sees it) naming the attempt's token. The token goes to the scheduler (as
+the job name) and to the job (``FAIRBIG_ATTEMPT``, written into its record):
+a record belongs to the current attempt when its token is the claim's, and a
+submit killed before it learnt the scheduler's IDs is reconciled by asking the
+scheduler for the token. No wall clock is compared (nodes' clocks differ).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +42,7 @@ class JobRecord:
     workdir: str
     input_state: str = ""
     detail: str = ""     # why, in words: e.g. what superseded the attempt
+    attempt: str = ""    # the claim's token of this attempt (FAIRBIG_ATTEMPT)
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,29 @@ class Submission:
     backend_id: str
     submitted: float
     input_state: str = ""
+    token: str = ""      # the attempt (see Claim); "" in logs of older fairbig versions
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A submit's word, written before the scheduler call: this job's next attempt is
+    ``token``, handed over by process ``pid`` on ``host``."""
+
+    job_id: str
+    token: str           # one per batch (SLURM array): the scheduler's job name
+    index: int           # the job's place in its batch (array task index)
+    backend: str
+    host: str
+    pid: int
+    input_state: str = ""
+
+
+CLAIM_SUFFIX = ".claim"
+
+
+def new_token() -> str:
+    """A unique attempt token; also a valid scheduler job name."""
+    return f"fairbig-{secrets.token_hex(6)}"
 
 
 def read_records(state_dir: Path) -> dict[str, JobRecord]:
@@ -82,11 +117,86 @@ def read_submissions(path: Path) -> dict[str, Submission]:
     return latest
 
 
-def clear_for_resubmit(state_dir: Path, job_ids: Iterable[str]) -> None:
-    """Drop old records and cancel markers so a new attempt starts clean."""
-    for jid in job_ids:
-        for name in (f"{jid}.json", f"{jid}.cancel"):
-            (state_dir / name).unlink(missing_ok=True)
+def current_records(records: dict[str, JobRecord], tokens: dict[str, str]
+                    ) -> dict[str, JobRecord]:
+    """Records of each job's current attempt only: a record left by an earlier attempt
+    (another token) says nothing about the one now queued."""
+    return {jid: r for jid, r in records.items()
+            if jid not in tokens or r.attempt == tokens[jid]}
+
+
+def read_claims(state_dir: Path) -> dict[str, Claim]:
+    out: dict[str, Claim] = {}
+    for path in state_dir.glob(f"*{CLAIM_SUFFIX}") if state_dir.is_dir() else ():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            c = Claim(**json.loads(path.read_text()))
+            out[c.job_id] = c
+    return out
+
+
+def take_claim(state_dir: Path, claim: Claim, replaces: Claim | None) -> bool:
+    """Write ``claim`` unless another submit got there first.
+
+    ``replaces`` is the claim this submit saw (its attempt is over) or None. The
+    new claim is linked into place (atomic, fails if one exists, also over NFS);
+    an old one is first renamed away and checked to be the one we judged over:
+    if another submit replaced it meanwhile, theirs is put back and we back off.
+    """
+    path = state_dir / f"{claim.job_id}{CLAIM_SUFFIX}"
+    tmp = state_dir / f".{claim.job_id}{CLAIM_SUFFIX}.{claim.token}"
+    tmp.write_text(json.dumps(asdict(claim), sort_keys=True) + "\n")
+    try:
+        if replaces is not None:
+            old = state_dir / f".{claim.job_id}{CLAIM_SUFFIX}.old.{claim.token}"
+            try:
+                os.rename(path, old)
+            except FileNotFoundError:
+                return False
+            seen = json.loads(old.read_text()).get("token")
+            if seen != replaces.token:
+                with contextlib.suppress(FileExistsError):
+                    os.link(old, path)
+                old.unlink()
+                return False
+            old.unlink()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def drop_claim(state_dir: Path, claim: Claim, restore: Claim | None = None) -> None:
+    """Withdraw our claim (the scheduler never got the job), putting back the one it
+    replaced so the state directory is as it was."""
+    path = state_dir / f"{claim.job_id}{CLAIM_SUFFIX}"
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("token") == claim.token:
+            if restore is None:
+                path.unlink()
+            else:
+                tmp = state_dir / f".{claim.job_id}{CLAIM_SUFFIX}.{claim.token}"
+                tmp.write_text(json.dumps(asdict(restore), sort_keys=True) + "\n")
+                os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def submit_lock(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """One submit at a time on an analysis: choosing jobs and claiming them is one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def now() -> float:

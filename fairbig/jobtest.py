@@ -15,11 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .backends.base import SubmitRequest, get_backend
+from .backends.base import Batch, SubmitRequest, get_backend
 from .check import CheckResult, container_call
 from .dataset import Analysis
 from .errors import FairbigError
 from .explain import Attempt, cause_line, read_end
+from .jobstate import new_token
 from .planning import current_jobs, publish
 from .render import render
 from .stores import STORAGE_SUFFIX
@@ -51,8 +52,8 @@ def job_test(a: Analysis, timeout: float) -> Iterator[CheckResult]:
     run_dir = a.work / "job-test" / f"{stamp}-{backend.name}"
     run_dir.mkdir(parents=True)
     (run_dir / "jobs.txt").write_text(TEST_ID + "\n")
-    req = SubmitRequest([TEST_ID], run_dir / "job.sh", run_dir, run_dir, run_dir,
-                        record=lambda subs: None)
+    req = SubmitRequest([TEST_ID], [Batch(new_token(), [TEST_ID], 0)], run_dir / "job.sh",
+                        run_dir, run_dir, run_dir, record=lambda subs: None)
     publish(a)
     render_test(a, req, backend.header(req), f"{TEST_ID}-{stamp}")
     subs = backend.submit(req)

@@ -15,7 +15,9 @@ from .jobstate import JobRecord, Submission
 from .plan import Job
 from .results import Finished
 
-STATES = ("planned", "queued", "running", "done", "failed", "cancelled", "lost", "merged")
+STATES = ("planned", "queued", "running", "done", "failed", "cancelled", "superseded", "lost",
+          "merged")
+INPUT_CHANGED = "input changed — will be planned again"
 PROBLEM_STATES = ("failed", "lost")
 ACTIVE_STATES = ("queued", "running")
 
@@ -50,22 +52,33 @@ class StatusReport:
 def classify(job: Job, finished: Finished, record: JobRecord | None,
              sub: Submission | None, view: BackendView | None,
              cancel_requested: bool = False) -> JobStatus:
-    """The state of one job: a pure function of what each source says."""
+    """The state of one job: a pure function of what each source says.
+
+    ``record`` is the current attempt's own (records of earlier attempts are
+    dropped by token before, never by comparing clocks of different machines).
+    """
     jid = job.job_id
     if finished.merged.get(jid) == job.input_state:
         return JobStatus(jid, "merged")
     branch = finished.branches.get(jid)
     if branch and branch[1] == job.input_state:
         return JobStatus(jid, "done")
-    # records of an attempt on another input state say nothing about this one
-    if record and record.input_state and record.input_state != job.input_state:
-        record = None
-    if sub and sub.input_state and sub.input_state != job.input_state:
-        sub = None
+    active = view is not None and view.state in ("queued", "running")
     bid = (record.backend_id if record else "") or (sub.backend_id if sub else "")
-    if record and sub and record.updated < sub.submitted - 1:
-        record = None  # a record of an earlier attempt; this attempt has not started
+    # an attempt on another input state says nothing about this one, once it is over;
+    # while it is queued or running it is the job's live attempt all the same
+    stale = [x for x in (record, sub) if x and x.input_state
+             and x.input_state != job.input_state]
+    if stale and active:
+        return JobStatus(jid, view.state, record.step if record else "", INPUT_CHANGED, bid)
+    if record in stale:
+        record = None
+    if sub in stale:
+        sub = None
     if record:
+        if record.status == "superseded":
+            return JobStatus(jid, "superseded", record.step,
+                             "a newer result is in the store; this attempt pushed nothing", bid)
         if record.status == "failed":
             reason = f" ({view.reason})" if view and view.reason else ""
             return JobStatus(jid, "failed", record.step,

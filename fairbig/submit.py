@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import ui
 from .annexkeys import missing_in
-from .backends.base import Backend, BackendView, SubmitRequest, get_backend
+from .backends.base import Backend, BackendView, Batch, SubmitRequest, get_backend
 from .dataset import Analysis
 from .errors import FairbigError
 from .jobstate import (
+    Claim,
     JobRecord,
     Submission,
     append_submissions,
-    clear_for_resubmit,
+    current_records,
+    drop_claim,
+    new_token,
+    now,
+    read_claims,
     read_records,
     read_submissions,
+    submit_lock,
+    take_claim,
 )
 from .planning import current_jobs, publish
 from .proc import run
@@ -36,10 +46,15 @@ class SubmitOutcome:
     backend_ids: list[str]
     run_dir: str
     dry_run: bool
+    active: list[str] = field(default_factory=list)  # left alone: an attempt is live
 
 
 def paths(a: Analysis) -> tuple[Path, Path, Path]:
     return a.work / "state", a.work / "logs", a.work / "submissions.jsonl"
+
+
+def lock_path(a: Analysis) -> Path:
+    return a.work / "submit.lock"
 
 
 def backend_for(a: Analysis, name: str | None) -> Backend:
@@ -47,21 +62,79 @@ def backend_for(a: Analysis, name: str | None) -> Backend:
 
 
 def current_status(a: Analysis, backend: Backend | None = None) -> StatusReport:
-    state_dir, _, sub_file = paths(a)
+    return _status(a, backend)[0]
+
+
+def _status(a: Analysis, backend: Backend | None = None
+            ) -> tuple[StatusReport, dict[str, Submission]]:
+    """The report, and each job's current attempt as reconciled (for ``cancel``)."""
+    state_dir, _, _ = paths(a)
+
+    def backend_named(name: str) -> Backend:
+        return backend if backend and backend.name == name else get_backend(name, a.config)
+
     jobs = current_jobs(a)
-    subs = read_submissions(sub_file)
-    views: dict[str, BackendView] = {}
+    records = read_records(state_dir)
+    subs, views, tokens = reconcile(a, records, backend_named)
     by_backend: dict[str, list[Submission]] = {}
     for s in subs.values():
-        by_backend.setdefault(s.backend, []).append(s)
+        if s.backend_id:
+            by_backend.setdefault(s.backend, []).append(s)
     for name, group in by_backend.items():
-        b = backend if backend and backend.name == name else get_backend(name, a.config)
-        views.update(b.poll(group))
+        views.update(backend_named(name).poll(group))
     finished = read_finished(a.output_git, a.default_branch)
     cancelled = {p.name[:-len(".cancel")] for p in state_dir.glob("*.cancel")}
-    records = read_records(state_dir)
+    records = current_records(records, tokens)
     views.update(outside_views(records, subs))
-    return report(jobs, finished, records, subs, views, cancelled)
+    return report(jobs, finished, records, subs, views, cancelled), subs
+
+
+def reconcile(a: Analysis, records: dict[str, JobRecord],
+              backend_named: Callable[[str], Backend]
+              ) -> tuple[dict[str, Submission], dict[str, BackendView], dict[str, str]]:
+    """Each job's current attempt: the submission log, completed by the claims of
+    submits that have not recorded (yet, or ever: killed) what the scheduler took.
+
+    A claim not in the log is resolved by, in turn: the job's own record carrying
+    its token (it ran), a live submitting process on this host (it is being handed
+    over: queued), the scheduler found by token (queued; written to the log now),
+    the scheduler not knowing the token (never accepted: the claim is void), the
+    scheduler not answering (queued: nobody may assume it was not accepted).
+    Returns submissions and views by job, and the current attempt's token by job.
+    """
+    from .backends.local import alive
+
+    state_dir, _, sub_file = paths(a)
+    subs = read_submissions(sub_file)
+    views: dict[str, BackendView] = {}
+    here = socket.gethostname()
+    unknown: dict[str, list[Claim]] = {}
+    for c in read_claims(state_dir).values():
+        sub = subs.get(c.job_id)
+        if sub and sub.token == c.token:
+            continue
+        rec = records.get(c.job_id)
+        if rec and rec.attempt == c.token:
+            subs[c.job_id] = Submission(c.job_id, c.backend, rec.backend_id, now(),
+                                        c.input_state, c.token)
+        elif c.host == here and alive(c.pid):
+            subs[c.job_id] = Submission(c.job_id, c.backend, "", now(), c.input_state, c.token)
+            views[c.job_id] = BackendView("queued")
+        else:
+            unknown.setdefault(c.backend, []).append(c)
+    for name, group in unknown.items():
+        found = backend_named(name).recover(group)
+        if found is None:
+            for c in group:
+                subs[c.job_id] = Submission(c.job_id, name, "", now(), c.input_state, c.token)
+                views[c.job_id] = BackendView("queued")
+            continue
+        new = [Submission(c.job_id, name, found[c.job_id], now(), c.input_state, c.token)
+               for c in group if c.job_id in found]
+        append_submissions(sub_file, new)
+        subs.update((s.job_id, s) for s in new)
+    tokens = {jid: s.token for jid, s in subs.items() if s.token}
+    return subs, views, tokens
 
 
 def outside_views(records: dict[str, JobRecord], subs: dict[str, Submission]
@@ -94,8 +167,17 @@ def choose(a: Analysis, status: StatusReport, failed: bool, only: set[str],
     return chosen
 
 
-def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool) -> SubmitRequest:
+def make_batches(job_ids: list[str], size: int | None) -> list[Batch]:
+    """One batch (scheduler call, token) per ``size`` jobs, in jobs.txt order."""
+    size = size or max(1, len(job_ids))
+    return [Batch(new_token(), job_ids[off:off + size], off)
+            for off in range(0, len(job_ids), size)]
+
+
+def render_run(a: Analysis, backend: Backend, batches: list[Batch], dry_run: bool,
+               record: Callable[[list[Submission]], None]) -> SubmitRequest:
     state_dir, log_dir, _ = paths(a)
+    job_ids = [j for b in batches for j in b.job_ids]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = a.work / "runs" / f"{stamp}-{backend.name}"
     n = 1
@@ -104,13 +186,7 @@ def render_run(a: Analysis, backend: Backend, job_ids: list[str], dry_run: bool)
         run_dir = a.work / "runs" / f"{stamp}-{backend.name}-{n}"
     run_dir.mkdir(parents=True)
     (run_dir / "jobs.txt").write_text("".join(f"{j}\n" for j in job_ids))
-    states = {j.job_id: j.input_state for j in current_jobs(a)}
-
-    def record(subs: list[Submission]) -> None:
-        append_submissions(paths(a)[2], [replace(s, input_state=states.get(s.job_id, ""))
-                                         for s in subs])
-
-    req = SubmitRequest(job_ids, run_dir / "job.sh", run_dir, log_dir, state_dir,
+    req = SubmitRequest(job_ids, batches, run_dir / "job.sh", run_dir, log_dir, state_dir,
                         record=record, dry_run=dry_run)
     req.script.write_text(job_body(job_context(a, backend.header(req), run_id=run_dir.name)))
     req.script.chmod(0o755)
@@ -134,23 +210,111 @@ def job_context(a: Analysis, header: str = "", commit: str = "",
         env_setup=tuple(cfg.job.env_setup), header=header)
 
 
+@dataclass
+class Claimed:
+    """What this submit changed in the state directory before the scheduler call,
+    so that a refused submission can put it back exactly."""
+
+    claims: dict[str, Claim] = field(default_factory=dict)
+    replaced: dict[str, Claim] = field(default_factory=dict)
+    cancel_marks: set[str] = field(default_factory=set)
+
+    def withdraw(self, state_dir: Path, job_ids: set[str]) -> None:
+        for jid in job_ids:
+            drop_claim(state_dir, self.claims[jid], self.replaced.get(jid))
+            if jid in self.cancel_marks:
+                (state_dir / f"{jid}.cancel").touch()
+
+
+def claim(a: Analysis, backend: Backend, job_ids: list[str], size: int | None
+          ) -> tuple[list[Batch], Claimed]:
+    """Claim each job for this submit (see jobstate.take_claim); a job another host's
+    submit claimed in the meantime is left to it. Cancel markers of an earlier
+    attempt go, or the new attempt would record itself cancelled."""
+    state_dir, _, _ = paths(a)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    old = read_claims(state_dir)
+    states = {j.job_id: j.input_state for j in current_jobs(a)}
+    done = Claimed()
+    while True:
+        batches = make_batches(job_ids, size)
+        lost = []
+        for b in batches:
+            for i, jid in enumerate(b.job_ids):
+                c = Claim(jid, b.token, i, backend.name, socket.gethostname(), os.getpid(),
+                          states.get(jid, ""))
+                if take_claim(state_dir, c, old.get(jid)):
+                    done.claims[jid] = c
+                    if jid in old:
+                        done.replaced[jid] = old[jid]
+                else:
+                    lost.append(jid)
+        if not lost:
+            break
+        done.withdraw(state_dir, set(done.claims))
+        done = Claimed()
+        old = read_claims(state_dir)
+        job_ids = [j for j in job_ids if j not in lost]
+    for jid in job_ids:
+        marker = state_dir / f"{jid}.cancel"
+        if marker.exists():
+            marker.unlink()
+            done.cancel_marks.add(jid)
+    return batches, done
+
+
 def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
            only: set[str] | None = None, dry_run: bool = False,
            again: bool = False) -> SubmitOutcome:
+    """Choose and claim jobs under the analysis's submit lock, then hand them over.
+
+    The lock makes "which jobs are free" and "these are mine" one step (two
+    submits at once never pick the same job); the claims keep the jobs taken
+    after the lock is let go (a local submit runs its jobs for hours). A submit
+    refused before the scheduler took a batch puts every claim of it back.
+    """
     backend = backend_for(a, backend_name)
-    status = current_status(a, backend)
-    job_ids = choose(a, status, failed, only or set(), again)
-    if not job_ids:
-        return SubmitOutcome(backend.name, [], [], "", dry_run)
-    if not dry_run:
+    state_dir, _, sub_file = paths(a)
+    if dry_run:
+        job_ids = choose(a, current_status(a, backend), failed, only or set(), again)
+        if not job_ids:
+            return SubmitOutcome(backend.name, [], [], "", dry_run)
+        req = render_run(a, backend, make_batches(job_ids, backend.batch_size(True)), True,
+                         lambda subs: None)
+        backend.submit(req)
+        return SubmitOutcome(backend.name, job_ids, [], str(req.run_dir), dry_run)
+    with submit_lock(lock_path(a), lambda: ui.step("waiting for another submit of this "
+                                                    "analysis to claim its jobs")):
+        status = current_status(a, backend)
+        job_ids = choose(a, status, failed, only or set(), again)
+        active = [j.job_id for j in status.jobs if j.state in ("queued", "running")
+                  and (not only or j.job_id in only)]
+        if not job_ids:
+            return SubmitOutcome(backend.name, [], [], "", dry_run, active)
         publish(a)
         preflight(a)
-    req = render_run(a, backend, job_ids, dry_run)
-    if not dry_run:
-        clear_for_resubmit(req.state_dir, job_ids)
-    subs = backend.submit(req)
+        batches, claimed = claim(a, backend, job_ids, backend.batch_size(False))
+    job_ids = [j for b in batches for j in b.job_ids]
+    accepted: set[str] = set()
+    states = {c.job_id: c.input_state for c in claimed.claims.values()}
+
+    def record(subs: list[Submission]) -> None:
+        append_submissions(sub_file, [replace(s, input_state=states.get(s.job_id, ""))
+                                      for s in subs])
+        accepted.update(s.job_id for s in subs)
+
+    run_dir: Path | None = None
+    try:
+        req = render_run(a, backend, batches, dry_run, record)
+        run_dir = req.run_dir
+        subs = backend.submit(req)
+    except BaseException:
+        claimed.withdraw(state_dir, set(job_ids) - accepted)
+        if run_dir and not accepted:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return SubmitOutcome(backend.name, job_ids, sorted({s.backend_id for s in subs}),
-                         str(req.run_dir), dry_run)
+                         str(req.run_dir), dry_run, active)
 
 
 def preflight(a: Analysis) -> None:
@@ -193,16 +357,16 @@ def _check_keys(a: Analysis) -> None:
 
 
 def cancel(a: Analysis, job_ids: set[str]) -> list[str]:
-    state_dir, _, sub_file = paths(a)
-    status = current_status(a)
+    state_dir, _, _ = paths(a)
+    status, subs = _status(a)
     active = [j.job_id for j in status.jobs if j.state in ("queued", "running")
               and (not job_ids or j.job_id in job_ids)]
-    subs = read_submissions(sub_file)
     state_dir.mkdir(parents=True, exist_ok=True)
     by_backend: dict[str, list[Submission]] = {}
     for jid in active:
         (state_dir / f"{jid}.cancel").touch()
-        by_backend.setdefault(subs[jid].backend, []).append(subs[jid])
+        if subs[jid].backend_id:
+            by_backend.setdefault(subs[jid].backend, []).append(subs[jid])
     for name, group in by_backend.items():
         get_backend(name, a.config).cancel(group)
     return active

@@ -13,12 +13,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..jobstate import Submission
+from ..jobstate import Claim, Submission
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Jobs handed to the scheduler in one call (a SLURM array), under one token."""
+
+    token: str
+    job_ids: Sequence[str]
+    offset: int             # of the first job in the run's jobs.txt
 
 
 @dataclass(frozen=True)
 class SubmitRequest:
     job_ids: Sequence[str]
+    batches: Sequence[Batch]
     script: Path            # the rendered, scheduler-agnostic job body
     run_dir: Path           # where this submission's files and logs go
     log_dir: Path
@@ -49,6 +59,17 @@ class Backend(ABC):
     @abstractmethod
     def cancel(self, subs: Sequence[Submission]) -> None:
         """Stop the given jobs; the jobs record themselves as cancelled."""
+
+    def batch_size(self, dry_run: bool) -> int | None:
+        """Most jobs one scheduler call may take (None: no limit); a dry run asks no
+        scheduler."""
+        return None
+
+    def recover(self, claims: Sequence[Claim]) -> dict[str, str] | None:
+        """Backend IDs of claimed jobs whose submit died before recording them, found by
+        the claim's token; jobs absent were never accepted. None: the scheduler could
+        not be asked (then nobody may assume the jobs were not accepted)."""
+        return {}
 
     def header(self, req: SubmitRequest) -> str:
         """Scheduler directives placed at the top of the job script."""

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import FairbigError
-from ..jobstate import Submission, now
+from ..jobstate import Claim, Submission, now
 from ..render import render
 from .base import Backend, BackendView, SubmitRequest
 
 IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
 OUTPUT = "condor-{job_id}.out"  # in the run directory: a node's stdout and stderr
+TOKEN_ATTR = "FairbigAttempt"   # the DAG job's attribute holding the attempt token
 
 
 def dag_text(job_ids: Sequence[str], submit_file: str, retry: int) -> str:
@@ -58,8 +59,9 @@ class HTCondorBackend(Backend):
 
     def submit(self, req: SubmitRequest) -> list[Submission]:
         sub_file = req.run_dir / "job.sub"
+        (batch,) = req.batches
         sub_file.write_text(render("htcondor.sub.j2", cfg=self.cfg, script=str(req.script),
-                                   run_dir=str(req.run_dir),
+                                   run_dir=str(req.run_dir), token=batch.token,
                                    output=OUTPUT.format(job_id="$(jobid)"),
                                    home=os.environ.get("HOME", "/tmp")))
         dag = req.run_dir / "fairbig.dag"
@@ -78,14 +80,28 @@ class HTCondorBackend(Backend):
             submit = htcondor2.Submit.from_dag(str(dag), options)
             # DAGMan resolves the nodes' relative submit file from its working dir
             submit["initialdir"] = str(req.run_dir)
+            # the token finds the DAG again if this submit dies before recording it
+            submit[f"My.{TOKEN_ATTR}"] = f'"{batch.token}"'
             result = htcondor2.Schedd().submit(submit)
         except Exception as exc:  # the bindings raise HTCondorException and friends
             raise FairbigError(f"submitting the DAG failed: {exc}",
                                "check that the schedd is reachable (condor_q)") from exc
         cluster = result.cluster()
-        subs = [Submission(jid, self.name, f"{cluster}:{jid}", now()) for jid in req.job_ids]
+        subs = [Submission(jid, self.name, f"{cluster}:{jid}", now(), token=batch.token)
+                for jid in req.job_ids]
         req.record(subs)
         return subs
+
+    def recover(self, claims: Sequence[Claim]) -> dict[str, str] | None:
+        tokens = sorted({c.token for c in claims})
+        try:
+            ads = _bindings().Schedd().query(
+                constraint=" || ".join(f'{TOKEN_ATTR} == "{t}"' for t in tokens),
+                projection=["ClusterId", TOKEN_ATTR])
+        except Exception:  # FairbigError or the bindings' HTCondorException
+            return None
+        dags = {ad[TOKEN_ATTR]: ad["ClusterId"] for ad in ads}
+        return {c.job_id: f"{dags[c.token]}:{c.job_id}" for c in claims if c.token in dags}
 
     def poll(self, subs: Sequence[Submission]) -> dict[str, BackendView]:
         if not subs:

@@ -30,7 +30,8 @@ class LocalBackend(Backend):
         if req.dry_run:
             return []
         host = socket.gethostname()
-        pending = list(req.job_ids)
+        (batch,) = req.batches
+        pending = list(batch.job_ids)
         running: dict[str, subprocess.Popen] = {}
         subs: list[Submission] = []
         failed = 0
@@ -39,9 +40,13 @@ class LocalBackend(Backend):
                 while pending or running:
                     while pending and len(running) < self.max_jobs:
                         jid = pending.pop(0)
-                        proc = self._start(req, jid)
+                        if (req.state_dir / f"{jid}.cancel").exists():
+                            bar.advance(1)  # cancelled while waiting here: never starts
+                            continue
+                        proc = self._start(req, jid, batch.token)
                         running[jid] = proc
-                        sub = Submission(jid, self.name, f"{host}:{proc.pid}", now())
+                        sub = Submission(jid, self.name, f"{host}:{proc.pid}", now(),
+                                         token=batch.token)
                         subs.append(sub)
                         req.record([sub])
                     for jid, proc in list(running.items()):
@@ -56,13 +61,14 @@ class LocalBackend(Backend):
                 raise
         return subs
 
-    def _start(self, req: SubmitRequest, jid: str) -> subprocess.Popen:
+    def _start(self, req: SubmitRequest, jid: str, token: str) -> subprocess.Popen:
         log = (req.run_dir / OUTPUT.format(job_id=jid)).open("ab")
         try:
             return subprocess.Popen(["bash", str(req.script), jid], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True,
-                                    env={**os.environ, "FAIRBIG_BACKEND_ID": f"local-{jid}"})
+                                    env={**os.environ, "FAIRBIG_BACKEND_ID": f"local-{jid}",
+                                         "FAIRBIG_ATTEMPT": token})
         finally:
             log.close()
 

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import Config
-from ..errors import FairbigError
-from ..jobstate import Submission, now
+from ..errors import CommandError, FairbigError
+from ..jobstate import Claim, Submission, now
 from ..proc import run
 from ..render import render
-from .base import Backend, BackendView, SubmitRequest
+from .base import Backend, BackendView, Batch, SubmitRequest
 
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED", "RESIZING"}
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
@@ -29,11 +29,6 @@ FAILURE_REASONS = {"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_F
 DEFAULT_MAX_ARRAY = 1001
 TOOLS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 OUTPUT = "slurm-%A_%a.out"  # in the run directory; %A_%a is the task's backend ID
-
-
-def chunks(n: int, size: int) -> list[tuple[int, int]]:
-    """``(offset, count)`` pieces of ``n`` jobs; array indices must stay below ``size``."""
-    return [(off, min(size, n - off)) for off in range(0, n, size)]
 
 
 def array_spec(count: int, throttle: int) -> str:
@@ -50,59 +45,58 @@ class SlurmBackend(Backend):
     def header(self, req: SubmitRequest) -> str:
         return render("slurm-header.j2", cfg=self.cfg, job_name=self.job_name)
 
-    def max_array_size(self) -> int:
-        res = run(["scontrol", "show", "config"], check=False)
+    def batch_size(self, dry_run: bool) -> int | None:
+        if dry_run:
+            return DEFAULT_MAX_ARRAY
+        res = run(["scontrol", "show", "config"], check=False,
+                  hint="run fairbig where the SLURM commands are, e.g. on a login node")
         m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout, re.MULTILINE)
         return int(m.group(1)) if m else DEFAULT_MAX_ARRAY
 
     def submit(self, req: SubmitRequest) -> list[Submission]:
-        jobs = list(req.job_ids)
-        size = self.max_array_size() if not req.dry_run else DEFAULT_MAX_ARRAY
-        pieces = chunks(len(jobs), size)
         commands = []
         subs: list[Submission] = []
         arrays = []
-        for offset, count in pieces:
+        for batch in req.batches:
             env = {"FAIRBIG_JOB_LIST": str(req.run_dir / "jobs.txt"),
-                   "FAIRBIG_TASK_OFFSET": str(offset)}
-            # the log path goes on the command line, not into a #SBATCH line: sbatch
-            # splits those at spaces, and a newline in a path would end the comment
-            cmd = ["sbatch", "--parsable", f"--array={array_spec(count, self.cfg.throttle)}",
-                   f"--output={req.run_dir / OUTPUT}", str(req.script)]
+                   "FAIRBIG_TASK_OFFSET": str(batch.offset), "FAIRBIG_ATTEMPT": batch.token}
+            cmd = submit_argv(batch, req, self.cfg.throttle)
             commands.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
                             + shlex.join(cmd))
             if req.dry_run:
                 continue
             res = run(cmd, env=env, hint="check the SLURM settings in fairbig.yaml "
                       "(partition, account, time, mem)")
-            array_id = res.stdout.strip().split(";")[0]
-            if not array_id.isdigit():
-                raise FairbigError(f"sbatch printed no job ID: {res.stdout.strip()!r}",
-                                   "check that sbatch works on this machine")
-            part = [Submission(jid, self.name, f"{array_id}_{i}", now())
-                    for i, jid in enumerate(jobs[offset:offset + count])]
+            array_id = parse_submit(res.stdout)
+            part = [Submission(jid, self.name, f"{array_id}_{i}", now(), token=batch.token)
+                    for i, jid in enumerate(batch.job_ids)]
             req.record(part)
             subs += part
-            arrays.append({"array_id": array_id, "offset": offset, "count": count})
+            arrays.append({"array_id": array_id, "offset": batch.offset,
+                           "count": len(batch.job_ids), "token": batch.token})
         (req.run_dir / "submit.sh").write_text("#!/bin/sh\n" + "\n".join(commands) + "\n")
         (req.run_dir / "arrays.json").write_text(json.dumps(arrays, indent=1) + "\n")
         return subs
+
+    def recover(self, claims: Sequence[Claim]) -> dict[str, str] | None:
+        tokens = sorted({c.token for c in claims})
+        try:
+            res = run(find_argv(tokens), check=False)
+        except CommandError:
+            return None
+        if res.returncode != 0:
+            return None
+        arrays = parse_find(res.stdout)
+        return {c.job_id: f"{arrays[c.token]}_{c.index}" for c in claims if c.token in arrays}
 
     def poll(self, subs: Sequence[Submission]) -> dict[str, BackendView]:
         if not subs:
             return {}
         by_task = {s.backend_id: s.job_id for s in subs}
         arrays = sorted({s.backend_id.split("_")[0] for s in subs})
-        out: dict[str, BackendView] = {}
         res = run(["squeue", "--noheader", "--array", "--format=%i|%T",
                    f"--jobs={','.join(arrays)}"], check=False)
-        for line in res.stdout.splitlines():
-            task, _, state = line.partition("|")
-            for tid in _expand(task):
-                if tid in by_task:
-                    view = "queued" if state in QUEUED else "running" if state in RUNNING \
-                        else "finished"
-                    out[by_task[tid]] = BackendView(view, "" if view != "finished" else state)
+        out = parse_poll(res.stdout, by_task)
         gone = [s for s in subs if s.job_id not in out]
         out.update(self._finished(gone, by_task))
         return out
@@ -150,6 +144,53 @@ class SlurmBackend(Backend):
     def cancel(self, subs: Sequence[Submission]) -> None:
         if subs:
             run(["scancel", *sorted(s.backend_id for s in subs)], check=False)
+
+
+def submit_argv(batch: Batch, req: SubmitRequest, throttle: int) -> list[str]:
+    """One array per batch; its job name is the batch's token, so a submit killed before
+    it read the array ID finds the array again (``squeue --name``)."""
+    # the log path goes on the command line, not into a #SBATCH line: sbatch
+    # splits those at spaces, and a newline in a path would end the comment
+    return ["sbatch", "--parsable", f"--job-name={batch.token}",
+            f"--array={array_spec(len(batch.job_ids), throttle)}",
+            f"--output={req.run_dir / OUTPUT}", str(req.script)]
+
+
+def parse_submit(stdout: str) -> str:
+    """The array ID from ``sbatch --parsable`` (``ID`` or ``ID;cluster``)."""
+    array_id = stdout.strip().split(";")[0]
+    if not array_id.isdigit():
+        raise FairbigError(f"sbatch printed no job ID: {stdout.strip()!r}",
+                           "check that sbatch works on this machine")
+    return array_id
+
+
+def find_argv(tokens: Sequence[str]) -> list[str]:
+    return ["squeue", "--noheader", "--states=all", "--format=%F|%j",
+            f"--name={','.join(tokens)}"]
+
+
+def parse_find(stdout: str) -> dict[str, str]:
+    """Array ID by job name (token) from ``squeue --format=%F|%j``."""
+    out = {}
+    for line in stdout.splitlines():
+        array_id, _, name = line.strip().partition("|")
+        if array_id.isdigit() and name:
+            out[name] = array_id
+    return out
+
+
+def parse_poll(stdout: str, by_task: dict[str, str]) -> dict[str, BackendView]:
+    """Views by job ID from ``squeue --array --format=%i|%T``."""
+    out: dict[str, BackendView] = {}
+    for line in stdout.splitlines():
+        task, _, state = line.partition("|")
+        for tid in _expand(task):
+            if tid in by_task:
+                view = "queued" if state in QUEUED else "running" if state in RUNNING \
+                    else "finished"
+                out[by_task[tid]] = BackendView(view, "" if view != "finished" else state)
+    return out
 
 
 def _expand(task: str) -> list[str]:
