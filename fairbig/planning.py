@@ -18,7 +18,7 @@ from . import config as cfgmod
 from . import dl
 from .dataset import Analysis
 from .errors import FairbigError
-from .gittree import git_dir_of, gitlink
+from .gittree import git_dir_of, gitlink, symlinked_outputs
 from .plan import (
     Job,
     diff,
@@ -195,6 +195,7 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     refuse_unknown("--exclude", req.exclude or (), layout.units)
     jobs = make_jobs(select(layout.units, sel.only, sel.exclude), cfg.inputs.path, cfg.results,
                      cfg.command)
+    refuse_symlinked_outputs(a, jobs)
     previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
     finished = finished_states(a)
     if not req.allow_shrink:
@@ -224,6 +225,19 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     publish(a)
     out.commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
     return out
+
+
+def refuse_symlinked_outputs(a: Analysis, jobs: list[Job]) -> None:
+    """Outputs are checked for what they are: a job deletes its outputs before the run,
+    and a committed symlink on the way would point that outside the dataset."""
+    found = symlinked_outputs(git_dir_of(a.root), "HEAD",
+                              sorted({o for j in jobs for o in j.outputs}))
+    if found:
+        out, link = found[0]
+        raise FairbigError(f"{len(found)} job output path(s) go through a committed symlink, "
+                           f"e.g. '{out}' through '{link}'",
+                           f"remove the symlink '{link}' from the analysis dataset "
+                           "(git rm) or change 'results' in fairbig.yaml; nothing was planned")
 
 
 def refuse_shrink(jobs: list[Job], lost: list[str], sel: Selection) -> None:

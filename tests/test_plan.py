@@ -10,6 +10,7 @@ import pytest
 
 from fairbig import config as cfgmod
 from fairbig.errors import FairbigError
+from fairbig.gittree import symlinked_outputs
 from fairbig.plan import (
     HEADER,
     diff,
@@ -175,6 +176,23 @@ def test_nearest_id_suggests_the_sub_prefix_and_close_typos(tmp_path: Path):
         "--only names 2 ID(s) that are no subject or job of the input dataset: '01' (did you "
         "mean 'sub-01'?), 'zzz' (give subject IDs or job IDs as 'fairbig plan --dry-run --json'"
         " lists them; nothing was planned)")
+
+
+def test_outputs_through_committed_symlinks_found_in_one_pass(tmp_path: Path):
+    """A committed link on an output's way is found; an annexed output file is not."""
+    repo = tmp_path / "r"
+    (repo / "results" / "a").mkdir(parents=True)
+    (repo / "results" / "a" / "keep").write_text("x")
+    (repo / "results" / "b").symlink_to("/etc")
+    (repo / "code").mkdir()
+    (repo / "code" / "escape").symlink_to(tmp_path)
+    (repo / "results" / "f").symlink_to(".git/annex/objects/Xx/Yy/MD5E-s1--x/MD5E-s1--x")
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    commit_all(repo)
+    found = symlinked_outputs(repo / ".git", "HEAD", ["results/a", "results/b",
+                                                      "code/escape/x", "results/f", "new/x"])
+    assert found == [("results/b", "results/b"), ("code/escape/x", "code/escape")]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -384,3 +402,27 @@ def test_every_command_with_dash_c_answers_as_inside(ana, own_input, tmp_path):
     script = json.loads(fairbig("-C", str(ana), "script", "--json", cwd=elsewhere).stdout)
     assert Path(script["script"]).is_relative_to(ana / ".fairbig" / "work" / "runs")
     assert snapshot(ana) == before
+
+
+@pytest.mark.slow
+def test_plan_refuses_outputs_through_a_committed_symlink(ana, own_input, tmp_path):
+    """Issue 15: a job deletes its outputs; a committed link on the way (here the job's
+    own results directory, pointing at a host directory) is refused at plan time."""
+    victim = own_input["ids"][0]
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "precious").write_text("keep me")
+    link = ana / "results" / victim
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(host)
+    _git(ana, "add", f"results/{victim}")
+    _git(ana, "commit", "-q", "-m", "a link where a job writes")
+    try:
+        assert refused(ana) == (
+            f"fairbig: error: 1 job output path(s) go through a committed symlink, e.g. "
+            f"'results/{victim}' through 'results/{victim}' (remove the symlink "
+            f"'results/{victim}' from the analysis dataset (git rm) or change 'results' in "
+            "fairbig.yaml; nothing was planned)")
+    finally:
+        _git(ana, "reset", "-q", "--hard", "HEAD~1")
+    assert (host / "precious").read_text() == "keep me"
