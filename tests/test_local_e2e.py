@@ -248,8 +248,14 @@ def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
     """A job whose input changed after its results were merged, twice: its clone holds the
     old, content-less results, which the new run must replace (not write through), and
     the new result must stay auditable: `fairbig rerun` and a plain `datalad rerun` of
-    its commit in a fresh clone reproduce it bit for bit."""
+    its commit in a fresh clone reproduce it bit for bit. Every command runs as
+    ``fairbig -C ANALYSIS`` from another directory, as a script on a login node would."""
     ana = run["ana"]
+    elsewhere = run["base"]
+
+    def fb(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return fairbig("-C", str(ana), *args, cwd=elsewhere, check=check)
+
     sgit = store_git(ana)
     gen = load_generator()
     victim = ukb_input["ids"][1]
@@ -262,9 +268,9 @@ def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
         for data in (gen.make_record(record, victim, seed=99), good):
             old = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
             gen.replace_record(ukb_input["path"], victim, record, data, "update")
-            out = json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
+            out = json.loads(fb("plan", "--update", "--json").stdout)
             assert out["changed"] == [victim]
-            sub = fairbig("submit", cwd=ana, check=False)
+            sub = fb("submit", check=False)
             assert sub.returncode == 0, sub.stdout + "\n".join(status(ana)["failures"][victim])
             log = (ana / ".fairbig" / "work" / "logs" / f"{victim}.log").read_text()
             assert f"{len(others)} result file(s) of other jobs left out" in log  # sparse
@@ -272,13 +278,13 @@ def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
             removal = git(sgit, "log", "-1", "--format=%s", f"{tip}^")
             assert removal.startswith(f"fairbig job {victim}: remove the outputs")
             assert git(sgit, "ls-tree", f"{tip}^", "--", f"results/{victim}") == ""
-            assert json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"] == [victim]
+            assert json.loads(fb("merge", "--json").stdout)["merged"] == [victim]
             new = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
             assert new != old
             names = git(sgit, "ls-tree", "-r", "--name-only", "refs/heads/main", "--",
                         "results").splitlines()
             assert {n.split("/")[1] for n in names} == set(ukb_input["ids"])  # others kept
-            rerun = json.loads(fairbig("rerun", victim, "--json", cwd=ana).stdout)["jobs"][0]
+            rerun = json.loads(fb("rerun", victim, "--json").stdout)["jobs"][0]
             assert rerun["commit"] == tip and rerun["ok"], rerun  # IDENTICAL
             assert set(rerun["files"].values()) == {"identical"}
             datalad_rerun_in_fresh_clone(ana, tip, f"results/{victim}", run["base"])
