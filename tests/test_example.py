@@ -119,10 +119,11 @@ def test_example_htcondor_backend(tmp_path: Path):
 
 def test_example_htcondor_refuses_a_workdir_the_pool_cannot_see(tmp_path: Path):
     env = cold_env(tmp_path)
-    proc = subprocess.run([str(RUN), "--backend", "htcondor", "--workdir",
-                           str(REPO / "no-such-demo")], env=env, capture_output=True,
-                          text=True)
+    # never below /tmp or /var/tmp, wherever the checkout (or pytest's tmp) lies
+    unseen = Path("/") / f"fairbig-no-such-demo-{os.getpid()}"
+    proc = subprocess.run([str(RUN), "--backend", "htcondor", "--workdir", str(unseen)],
+                          env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "give --workdir /var/tmp/NAME" in proc.stderr
-    assert not (REPO / "no-such-demo").exists()
+    assert not unseen.exists()
 
