@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fairbig-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test unit lint install clean
+.PHONY: demo test test-long unit lint install clean
 
 $(STAMP): pyproject.toml scripts/bootstrap
 	@scripts/bootstrap $(VENV)
@@ -21,7 +21,12 @@ lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
 
 test: lint
-	@$(PY) -m pytest -q $(PYTEST_ARGS)
+	@$(PY) -m pytest -q -m "not long" $(PYTEST_ARGS)
+
+# the tests make test leaves out for time: whole workflows driven again through
+# Snakemake (as a module, on SLURM) and every command's -C audit
+test-long: $(STAMP)
+	@$(PY) -m pytest -q -m long $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	@$(PY) -m pytest -q -m "not slurm and not htcondor and not slow" $(PYTEST_ARGS)

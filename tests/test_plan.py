@@ -384,6 +384,7 @@ def answer(proc: subprocess.CompletedProcess) -> object:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_every_command_with_dash_c_answers_as_inside(ana, own_input, tmp_path):
     """The -C audit: read-only commands give the same answer from another directory."""
     elsewhere = tmp_path / "elsewhere"

@@ -132,6 +132,7 @@ def test_lint_and_dry_run_write_nothing(analysis, tmp_path):
     assert max(len(line) for line in log(dry).splitlines()) < 4096
 
 
+@pytest.mark.long
 def test_host_workflow_imports_module_and_consumes_a_result(analysis, ukb_input, tmp_path):
     ana = analysis
     ids, mine = ukb_input["ids"], ukb_input["ids"][0]
@@ -156,6 +157,7 @@ def test_host_workflow_imports_module_and_consumes_a_result(analysis, ukb_input,
     assert "Nothing to be done" in log(again)
 
 
+@pytest.mark.long
 def test_forcing_one_job_gets_its_new_branch_merged(analysis, ukb_input, tmp_path):
     ana = analysis
     victim = ukb_input["ids"][1]
@@ -216,6 +218,7 @@ def slurm() -> None:
     ensure_slurm(None)
 
 
+@pytest.mark.long
 @pytest.mark.slurm
 def test_host_workflow_on_slurm(slurm, planned, ukb_input, tmp_path):
     ana = planned
