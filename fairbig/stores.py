@@ -57,6 +57,10 @@ class RiaStore:
         ``merge --dry-run``, ``verify``) needs no write access, so this is not part of
         looking a store up."""
         root = self.root
+        if not root.is_dir():
+            raise FairbigError(f"{what} store {root} is not there (moved, or its file "
+                               "system is not mounted on this machine)",
+                               f"mount it, or point stores.{what} in fairbig.yaml at it")
         probe = next(p for p in [root, *root.parents] if p.exists())
         if not os.access(probe, os.W_OK):
             raise FairbigError(f"{what} store {root} is not writable ({probe} is read-only "

@@ -86,7 +86,7 @@ def condor_exec(*cmd: str, check: bool = True, cwd: Path | str | None = None,
 def pool_paths() -> list[Path]:
     """Host paths that jobs see at the same path: /tmp, /var/tmp, and the
     read-only binds (FAIRBIG_CONDOR_BINDS, default /root/.pyenv and the
-    project's .venv) that existed when the pool started."""
+    repository with its .venv) that existed when the pool started."""
     paths = [Path("/tmp"), Path("/var/tmp")]
     root = os.environ.get("FAIRBIG_CONDOR_ROOT", "/var/cache/fairbig/condor-root").rstrip("/")
     binds = Path(f"{root}-run/binds")

@@ -226,6 +226,9 @@ def test_project_venv_in_job(htc, tmp_path):
                     f"scripts/condor-up should have restarted it")
     report = run_checks(htc, tmp_path, {
         "venv_python": f"{venv_python} -c 'import sys, ssl, sqlite3, lzma; print(sys.prefix)'",
+        # the job body runs `python -m fairbig.jobstep`: the editable install
+        # imports from the repo, which must be visible too (CI failed on it)
+        "fairbig_jobstep": f"{venv_python} -c 'import fairbig.jobstep'",
         "this_python": f"{sys.executable} -c 'import sys'" if visible_in_pool(sys.executable)
                        else "true",
     }, "/usr/bin:/bin")

@@ -49,7 +49,10 @@ def test_fresh_clone_from_input_store_is_complete(analysis: Path, tmp_path: Path
 
 def test_check_passes(analysis: Path):
     out = fairbig("check", cwd=analysis).stdout
-    assert out.count("ok  ") == 7, out
+    names = [line.split(":")[0].split(None, 1) for line in out.splitlines()]
+    assert names == [["ok", n] for n in (
+        "tools", "config", "scheduler", "container runtime", "input store",
+        "output store", "encryption key", "container")], out
 
 
 def test_encryption_at_rest(analysis: Path, tmp_path: Path, lab_key: str):

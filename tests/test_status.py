@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fairbig import config as cfgmod
+from fairbig.status import STATES
 
 from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, status, wait_idle
 
@@ -52,10 +53,8 @@ def setup_line(run_dir: Path) -> int:
 
 
 def counts_line(c: dict[str, int]) -> list[str]:
-    return ["planned  queued  running  done  failed  cancelled  lost  merged",
-            "  ".join(str(c[s]).ljust(len(s)) for s in
-                      ("planned", "queued", "running", "done", "failed", "cancelled", "lost",
-                       "merged")).rstrip()]
+    """The table's two lines; a state the test does not name counts 0."""
+    return ["  ".join(STATES), "  ".join(str(c.get(s, 0)).ljust(len(s)) for s in STATES).rstrip()]
 
 
 @pytest.mark.slow
