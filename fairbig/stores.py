@@ -52,12 +52,12 @@ class RiaStore:
     def is_store(self) -> bool:
         return (self.root / "ria-layout-version").exists()
 
-    def require_writable(self, what: str) -> None:
+    def require_writable(self, what: str, existing: bool = True) -> None:
         """Refuse in one line before a writing operation starts; reading (status,
         ``merge --dry-run``, ``verify``) needs no write access, so this is not part of
         looking a store up."""
         root = self.root
-        if not root.is_dir():
+        if existing and not root.is_dir():
             raise FairbigError(f"{what} store {root} is not there (moved, or its file "
                                "system is not mounted on this machine)",
                                f"mount it, or point stores.{what} in fairbig.yaml at it")
@@ -118,7 +118,7 @@ def parse_store(url: str, what: str, writable: bool = True) -> RiaStore:
             raise FairbigError(f"{what} store {root} is a non-empty directory but not a RIA store",
                                "choose an empty or new path, or an existing RIA store")
     if writable:
-        store.require_writable(what)
+        store.require_writable(what, existing=False)  # set-up creates it
     return store
 
 
