@@ -13,7 +13,7 @@ so that no job folder can be skipped whole.
 
 Each measurement runs in a fresh interpreter, so that its peak RSS is its
 own; generation is not timed. ``compare`` is what ``fairbig compare A B``
-runs (:func:`fairbig.compare.compare_sides` and ``to_json``); ``--full-read``
+runs (:func:`fairbig.commands.compare.compare_sides` and ``to_json``); ``--full-read``
 also times reading every key of both sides and the pure ``compare`` (the
 worst case, for reference only).
 
@@ -35,7 +35,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from fairbig.compare import (
+from fairbig.commands.compare import (
     DIFFERS,
     IDENTICAL,
     ONLY_A,

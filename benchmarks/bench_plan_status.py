@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from fairbig.jobstate import Submission, append_submissions, read_records, read_submissions
-from fairbig.plan import make_jobs, read_layout, render_tsv
-from fairbig.results import read_finished
-from fairbig.status import report
+from fairbig.jobtable import make_jobs, read_layout, render_tsv
+from fairbig.states import report
+from fairbig.storeview import read_finished
 
 CMD = "sh code/process_subject.sh {input_dir} {output_dir}"
 

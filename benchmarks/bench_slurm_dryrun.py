@@ -23,9 +23,9 @@ from bench_plan_status import build
 
 from fairbig import config as cfgmod
 from fairbig.backends import slurm
+from fairbig.commands.submit import submit
 from fairbig.dataset import Analysis
-from fairbig.plan import make_jobs, read_layout, render_tsv
-from fairbig.submit import submit
+from fairbig.jobtable import make_jobs, read_layout, render_tsv
 
 DSID = "0123abcd-1111-2222-3333-444455556666"
 FPR = "C920D3743AA4E88DF7F4DDC20C7B3A10CECB38A4"

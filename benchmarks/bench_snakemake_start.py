@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fairbig.dataset import Analysis  # noqa: E402
-from fairbig.plan import Job, render_tsv  # noqa: E402
-from fairbig.results import MERGED_FILE  # noqa: E402
+from fairbig.jobtable import Job, render_tsv  # noqa: E402
+from fairbig.storeview import MERGED_FILE  # noqa: E402
 from tests.conftest import init_analysis, load_generator, make_key  # noqa: E402
 
 BIN = Path(sys.executable).parent

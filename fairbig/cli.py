@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -14,9 +13,8 @@ import click
 from . import __version__, dl, ui
 from .dataset import Analysis
 from .errors import FairbigError
-from .explain import Explanation, Failure
 from .ids import require_planned
-from .status import STATES, JobStatus, StatusReport
+from .states import PROBLEMS_EXIT, STATES
 
 
 def _venv_on_path() -> None:
@@ -96,8 +94,8 @@ def init(target: Path, source: str, container: Path, container_name: str,
          output_store: str | None, keys: tuple[str, ...], code: tuple[Path, ...],
          layout: str | None, by: str | None, backend: str | None, as_json: bool) -> None:
     from . import config as cfgmod
-    from .init import InitOptions
-    from .init import init as do_init
+    from .commands.init import InitOptions
+    from .commands.init import init as do_init
 
     base = config_file.read_text() if config_file else ""
     given = cfgmod.from_partial(base) if base else cfgmod.Config()
@@ -139,7 +137,7 @@ def init(target: Path, source: str, container: Path, container_name: str,
 @json_option
 @click.pass_context
 def check(ctx: click.Context, job_test: bool, timeout: float, as_json: bool) -> None:
-    from .check import run_checks
+    from .commands.check import run_checks
 
     a = analysis_of(ctx)
     results = []
@@ -190,7 +188,7 @@ def check(ctx: click.Context, job_test: bool, timeout: float, as_json: bool) -> 
 def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tuple[str, ...],
          everything: bool, allow_shrink: bool, update: bool, dry_run: bool,
          as_json: bool) -> None:
-    from . import planning
+    from .commands import plan as planning
 
     if everything and only:
         raise FairbigError("--all and --only contradict each other", "give one of them")
@@ -238,8 +236,8 @@ def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tup
 @click.pass_context
 def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[str, ...],
            jobs: int | None, dry_run: bool, as_json: bool) -> None:
-    from . import planning
-    from . import submit as sub
+    from .commands import plan as planning
+    from .commands import submit as sub
 
     a = analysis_of(ctx)
     if jobs:
@@ -268,7 +266,6 @@ def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[st
             ctx.exit(1)
 
 
-PROBLEMS_EXIT = 3  # fairbig status: some job is failed or lost
 
 
 @cli.command(help="Exact per-state counts of all planned jobs; failed and lost jobs grouped "
@@ -289,73 +286,11 @@ PROBLEMS_EXIT = 3  # fairbig status: some job is failed or lost
 @click.pass_context
 def status(ctx: click.Context, show_all: bool, states: tuple[str, ...], tail: int | None,
            watch: bool, interval: float, as_json: bool) -> None:
-    from .submit import current_status
+    from .commands.status import show
 
-    a = analysis_of(ctx)
-    while True:
-        rep = current_status(a)
-        exp = explanation(a, rep, 12 if tail is None and as_json else tail or 0)
-        if as_json:
-            ui.emit_json(rep.to_json() | exp.to_json())
-        else:
-            if watch and ui.is_tty():
-                click.clear()
-            show_status(rep, exp, set(states) or (set(STATES) if show_all else set()))
-        if not watch or not rep.active:
-            break
-        time.sleep(interval)
+    rep = show(analysis_of(ctx), set(states), show_all, tail, watch, interval, as_json)
     if rep.problems:
         ctx.exit(PROBLEMS_EXIT)
-
-
-def explanation(a: Analysis, rep: StatusReport, tail: int) -> Explanation:
-    from .explain import explain
-    from .jobstate import read_submissions
-    from .submit import paths
-
-    _, log_dir, sub_file = paths(a)
-    return explain(rep.jobs, read_submissions(sub_file), a.config, a.work, log_dir, tail)
-
-
-GROUP_EXAMPLES = 3
-
-
-def show_status(rep: StatusReport, exp: Explanation, states: set[str]) -> None:
-    """Counts, then either the listed states job by job, or the problems by cause."""
-    ui.table("fairbig status", list(rep.counts), [list(rep.counts.values())])
-    failures = {f.job_id: f for f in exp.failures}
-    if states:
-        for j in rep.jobs:
-            if j.state in states:
-                show_job(j, failures.get(j.job_id))
-        return
-    if exp.groups:
-        ui.say(f"{rep.problems} job(s) failed or lost, by cause:")
-    for g in exp.groups:
-        ui.say(f"{len(g.jobs)} {g.where}: {g.cause}")
-        for jid in g.jobs[:GROUP_EXAMPLES]:
-            show_tail(failures[jid], f"  {jid}  log: {failures[jid].log}")
-        if len(g.jobs) > GROUP_EXAMPLES:
-            ui.say(f"  … and {len(g.jobs) - GROUP_EXAMPLES} more "
-                   f"(fairbig status --state {g.state})")
-    cancelled = [j.job_id for j in rep.jobs if j.state == "cancelled"]
-    if cancelled:
-        ui.say(f"{len(cancelled)} cancelled: {' '.join(cancelled[:10])}"
-               + (" …" if len(cancelled) > 10 else ""))
-
-
-def show_job(j: JobStatus, failure: Failure | None) -> None:
-    if failure:
-        show_tail(failure, f"{j.job_id}  {failure.where}: {failure.cause}  log: {failure.log}")
-        return
-    ui.say("  ".join(x for x in (j.job_id, j.state, f"step {j.step}" if j.step else "",
-                                 j.detail, j.backend_id) if x))
-
-
-def show_tail(f: Failure, line: str) -> None:
-    ui.say(line)
-    for t in f.tail:
-        ui.say(f"    | {t}")
 
 
 @cli.command(help="Cancel queued or running jobs (all if none named)."
@@ -364,8 +299,8 @@ def show_tail(f: Failure, line: str) -> None:
 @json_option
 @click.pass_context
 def cancel(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
-    from .planning import current_jobs
-    from .submit import cancel as do_cancel
+    from .commands.cancel import cancel as do_cancel
+    from .commands.plan import current_jobs
 
     a = analysis_of(ctx)
     require_planned(job_ids, {j.job_id for j in current_jobs(a)})
@@ -387,8 +322,8 @@ def cancel(ctx: click.Context, job_ids: tuple[str, ...], as_json: bool) -> None:
 @click.pass_context
 def merge(ctx: click.Context, dry_run: bool, keep_branches: bool, shared: tuple[str, ...],
           as_json: bool) -> None:
-    from .merge import MergeRefused
-    from .merge import merge as do_merge
+    from .commands.merge import MergeRefused
+    from .commands.merge import merge as do_merge
 
     try:
         out = do_merge(analysis_of(ctx), dry_run, keep_branches, shared)
@@ -421,8 +356,8 @@ def merge(ctx: click.Context, dry_run: bool, keep_branches: bool, shared: tuple[
 @click.pass_context
 def rerun(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, seed: int,
           keep: bool, as_json: bool) -> None:
-    from . import rerun as rr
-    from .submit import current_status
+    from .commands import rerun as rr
+    from .commands.status import current_status
 
     a = analysis_of(ctx)
     ids = list(job_ids)
@@ -466,8 +401,8 @@ def rerun(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, seed
 @click.pass_context
 def verify(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, seed: int,
            repair: bool, as_json: bool) -> None:
-    from . import verify as vf
-    from .rerun import sample as pick
+    from .commands import verify as vf
+    from .commands.rerun import sample as pick
 
     a = analysis_of(ctx)
     ids = list(job_ids) or vf.with_results(a)
@@ -512,7 +447,7 @@ def verify(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, see
 @json_option
 @click.pass_context
 def compare(ctx: click.Context, a: str, b: str, show_all: bool, as_json: bool) -> None:
-    from .compare import STATUSES, compare_sides
+    from .commands.compare import STATUSES, compare_sides
 
     comp = compare_sides(a, b)
     data = comp.to_json(all_files=show_all)
@@ -535,7 +470,7 @@ def compare(ctx: click.Context, a: str, b: str, show_all: bool, as_json: bool) -
 @json_option
 @click.pass_context
 def script(ctx: click.Context, as_json: bool) -> None:
-    from .driver import prepare
+    from .commands.script import prepare
 
     path = prepare(analysis_of(ctx))
     if as_json:
@@ -568,7 +503,7 @@ def snakefile(as_json: bool) -> None:
 @json_option
 @click.pass_context
 def fetch(ctx: click.Context, job: str, path: str, dest: Path, as_json: bool) -> None:
-    from .fetch import fetch as fetch_result
+    from .commands.fetch import fetch as fetch_result
 
     out = fetch_result(analysis_of(ctx), job, path, dest)
     if as_json:
@@ -583,7 +518,7 @@ def fetch(ctx: click.Context, job: str, path: str, dest: Path, as_json: bool) ->
 @json_option
 @click.pass_context
 def cleanup(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
-    from .submit import leftovers, remove_tree
+    from .commands.cleanup import leftovers, remove_tree
 
     found = leftovers(analysis_of(ctx))
     if not dry_run:
@@ -619,7 +554,7 @@ def export() -> None:
 @click.pass_context
 def ro_crate(ctx: click.Context, out_dir: Path | None, license_id: str,
              as_json: bool) -> None:
-    from .export import export_ro_crate
+    from .commands.export import export_ro_crate
 
     a = analysis_of(ctx)
     out = export_ro_crate(a, out_dir or a.work / "ro-crate", license_id)

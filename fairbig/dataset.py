@@ -130,3 +130,13 @@ class Analysis:
     def default_branch(self) -> str:
         ref = run(["git", "symbolic-ref", "--short", "HEAD"], cwd=self.root).stdout.strip()
         return ref or MAIN_BRANCH
+
+
+def paths(a: Analysis) -> tuple[Path, Path, Path]:
+    """The job state directory, the log directory and the submission log."""
+    return a.work / "state", a.work / "logs", a.work / "submissions.jsonl"
+
+
+def lock_path(a: Analysis) -> Path:
+    """Held while a submit chooses and claims jobs."""
+    return a.work / "submit.lock"

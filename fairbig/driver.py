@@ -3,9 +3,9 @@
 Two halves, kept apart on purpose: facts an engine reads while it plans its
 DAG (which jobs still need a run, where their markers live), which never write
 anything, so ``snakemake -n``/``--lint``/``--report`` leave stores and run
-directories alone; and :func:`prepare`, the one step that writes (publish the
-dataset to both stores, render the job body once per commit), run by the
-engine as its first job.
+directories alone; and ``fairbig script`` (:mod:`fairbig.commands.script`), the
+one step that writes (publish the dataset to both stores, render the job body
+once per commit), run by the engine as its first job.
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from .commands.plan import current_jobs
 from .dataset import Analysis
-from .planning import current_jobs, publish
 from .proc import run
-from .render import job_body
-from .results import BRANCH_PREFIX, read_finished
-from .status import classify
+from .states import classify
+from .storeview import BRANCH_PREFIX, read_finished
 
 DRIVER_SUFFIX = "driver"   # run directory of the job body drivers use: runs/<commit12>-driver
 FINISHED = ("done", "merged")
@@ -42,31 +40,6 @@ def run_dir(a: Analysis, commit: str) -> Path:
 
 def script_path(a: Analysis, commit: str) -> Path:
     return run_dir(a, commit) / "job.sh"
-
-
-def prepare(a: Analysis) -> Path:
-    """Publish the dataset, check what every job needs, and write the job body of HEAD.
-
-    The body is rewritten only when its text changes (atomically: a running job
-    keeps reading the file it started with), and no job list is written: a
-    driver names the job on the command line.
-    """
-    from .submit import job_context, preflight
-
-    publish(a)
-    preflight(a)
-    commit = head_commit(a)
-    path = script_path(a, commit)
-    text = job_body(job_context(a, commit=commit))
-    if path.exists() and path.read_text() == text:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".job.sh.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
-    return path
 
 
 @dataclass(frozen=True)

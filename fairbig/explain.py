@@ -19,7 +19,7 @@ from pathlib import Path
 from .backends.base import get_backend
 from .config import Config
 from .jobstate import Submission
-from .status import PROBLEM_STATES, JobStatus
+from .states import PROBLEM_STATES, JobStatus
 
 MARKER = re.compile(r"^=== attempt (\S+) ")
 READ_BYTES = 256 * 1024  # of a log's end: attempts before that are history

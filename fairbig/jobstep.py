@@ -145,8 +145,8 @@ def _row(table: str, job_id: str) -> list[str] | None:
 
 
 def read_store(store: Path, job_id: str, main: str, plan_commit: str) -> StoreView:
-    from .plan import HEADER
-    from .results import MERGED_FILE, MESSAGE_RE
+    from .jobtable import HEADER
+    from .storeview import MERGED_FILE, MESSAGE_RE
 
     ref = f"refs/heads/job-{job_id}"
     tip = _git(store, "rev-parse", "--verify", "-q", ref).stdout.strip()

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .backends.base import Batch, SubmitRequest, get_backend
-from .check import CheckResult, container_call
+from .commands.check import CheckResult, container_call
+from .commands.plan import current_jobs, publish
 from .dataset import Analysis
 from .errors import FairbigError
 from .explain import Attempt, cause_line, read_end
 from .jobstate import new_token
-from .planning import current_jobs, publish
 from .render import render
 from .stores import STORAGE_SUFFIX
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fairbig import compare as cmp
-from fairbig.compare import (
+from fairbig.commands import compare as cmp
+from fairbig.commands.compare import (
     DIFFERS,
     IDENTICAL,
     ONLY_A,

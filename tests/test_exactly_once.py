@@ -17,9 +17,9 @@ import pytest
 
 from fairbig.backends.base import BackendView
 from fairbig.jobstate import JobRecord
-from fairbig.plan import Job
-from fairbig.results import Finished
-from fairbig.status import INPUT_CHANGED, classify
+from fairbig.jobtable import Job
+from fairbig.states import INPUT_CHANGED, classify
+from fairbig.storeview import Finished
 
 from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, load_generator, status
 

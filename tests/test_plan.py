@@ -12,7 +12,7 @@ import pytest
 from fairbig import config as cfgmod
 from fairbig.errors import FairbigError
 from fairbig.gittree import symlinked_outputs
-from fairbig.plan import (
+from fairbig.jobtable import (
     HEADER,
     diff,
     make_jobs,

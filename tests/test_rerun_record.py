@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
+from fairbig.commands.rerun import _declared_outputs
 from fairbig.errors import FairbigError
-from fairbig.rerun import _declared_outputs
 
 from .conftest import BIN
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import fairbig as fb
-from fairbig.results import read_merged_rows
+from fairbig.storeview import read_merged_rows
 
 from .conftest import BIN, fairbig, init_analysis
 from .test_local_e2e import git, states, store_git

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fairbig import config as cfgmod
-from fairbig.status import STATES
+from fairbig.states import STATES
 
 from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, status, wait_idle
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlparse
 
-from .errors import CommandError, FairbigError
-from .gittree import git_dir_of
-from .proc import git
-from .stores import RiaStore
+from ..errors import CommandError, FairbigError
+from ..gittree import git_dir_of
+from ..proc import git
+from ..stores import RiaStore
 
 IDENTICAL, DIFFERS, UNDECIDABLE = "identical", "differs", "undecidable"
 ONLY_A, ONLY_B = "only-in-A", "only-in-B"

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config as cfgmod
-from . import dl, gpg
-from .dataset import new_repos_on_main_branch
-from .errors import FairbigError
-from .proc import run
-from .resources import container_wrapper
-from .stores import RiaStore, Rollback, add_encrypted_storage, parse_store
+from .. import config as cfgmod
+from .. import dl, gpg
+from ..dataset import new_repos_on_main_branch
+from ..errors import FairbigError
+from ..proc import run
+from ..resources import container_wrapper
+from ..stores import RiaStore, Rollback, add_encrypted_storage, parse_store
 
 CONTAINERS_DIR = "containers"
 CALL_FMT = "sh {img_dspath}/fairbig-container {img} {cmd}"

@@ -16,13 +16,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import dl
-from .dataset import Analysis
-from .errors import FairbigError
-from .ids import job_id_problem, path_problem
-from .proc import git, run
-from .results import BRANCH_PREFIX, read_finished
-from .stores import STORAGE_SUFFIX
+from .. import dl
+from ..dataset import Analysis
+from ..errors import FairbigError
+from ..ids import job_id_problem, path_problem
+from ..proc import git, run
+from ..stores import STORAGE_SUFFIX
+from ..storeview import BRANCH_PREFIX, read_finished
 
 STORAGE = "output" + STORAGE_SUFFIX
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 
-from . import gpg
-from .dataset import Analysis
-from .errors import FairbigError
-from .proc import run
+from .. import gpg
+from ..dataset import Analysis
+from ..errors import FairbigError
+from ..proc import run
 
 GIT_ANNEX_PIN = "10.20261026"
 RUNTIMES = ("apptainer", "singularity", "bwrap", "podman")
@@ -53,7 +53,7 @@ def _config(a: Analysis) -> str:
 
 
 def _scheduler(a: Analysis) -> str:
-    from .backends.base import get_backend
+    from ..backends.base import get_backend
 
     return f"{a.config.backend.name}: {get_backend(a.config.backend.name, a.config).check()}"
 
@@ -86,7 +86,7 @@ def container_call(a: Analysis, cmd: str) -> str:
 def _container(a: Analysis) -> str:
     import datalad.api as dapi
 
-    from . import dl
+    from .. import dl
 
     c = a.container()
     dl.call(dapi.get, path=str(c.ds / c.image), dataset=str(a.root))

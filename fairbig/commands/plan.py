@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import config as cfgmod
-from . import dl
-from .dataset import Analysis
-from .errors import FairbigError
-from .gittree import git_dir_of, gitlink, symlinked_outputs
-from .plan import (
+from .. import config as cfgmod
+from .. import dl
+from ..dataset import Analysis
+from ..errors import FairbigError
+from ..gittree import git_dir_of, gitlink, symlinked_outputs
+from ..jobtable import (
     Job,
     diff,
     dropped_with_results,
@@ -31,8 +31,8 @@ from .plan import (
     select,
     unknown_ids,
 )
-from .proc import run
-from .results import read_finished
+from ..proc import run
+from ..storeview import read_finished
 
 SHOWN = 10  # IDs named in one line of output or of an error
 

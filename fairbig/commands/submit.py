@@ -1,4 +1,4 @@
-"""``fairbig submit`` / ``status`` / ``cancel``: the side that talks to backends."""
+"""``fairbig submit``: choose jobs, claim them under the submit lock, hand them to a backend."""
 
 from __future__ import annotations
 
@@ -11,32 +11,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import ui
-from .annexkeys import missing_in
-from .backends.base import Backend, BackendView, Batch, SubmitRequest, get_backend
-from .dataset import Analysis
-from .errors import FairbigError
-from .jobstate import (
+from .. import ui
+from ..annexkeys import missing_in
+from ..backends.base import Backend, Batch, SubmitRequest, get_backend
+from ..dataset import Analysis, lock_path, paths
+from ..errors import FairbigError
+from ..jobstate import (
     Claim,
-    JobRecord,
     Submission,
     append_submissions,
-    current_records,
     drop_claim,
     new_token,
-    now,
     read_claims,
-    read_records,
-    read_submissions,
     submit_lock,
     take_claim,
 )
-from .planning import current_jobs, publish
-from .proc import run
-from .render import JobContext, job_body
-from .results import read_finished
-from .status import StatusReport, report
-from .stores import STORAGE_SUFFIX
+from ..proc import run
+from ..render import JobContext, job_body
+from ..states import StatusReport
+from ..stores import STORAGE_SUFFIX
+from .plan import current_jobs, publish
+from .status import current_status
 
 
 @dataclass
@@ -49,105 +44,8 @@ class SubmitOutcome:
     active: list[str] = field(default_factory=list)  # left alone: an attempt is live
 
 
-def paths(a: Analysis) -> tuple[Path, Path, Path]:
-    return a.work / "state", a.work / "logs", a.work / "submissions.jsonl"
-
-
-def lock_path(a: Analysis) -> Path:
-    return a.work / "submit.lock"
-
-
 def backend_for(a: Analysis, name: str | None) -> Backend:
     return get_backend(name or a.config.backend.name, a.config)
-
-
-def current_status(a: Analysis, backend: Backend | None = None) -> StatusReport:
-    return _status(a, backend)[0]
-
-
-def _status(a: Analysis, backend: Backend | None = None
-            ) -> tuple[StatusReport, dict[str, Submission]]:
-    """The report, and each job's current attempt as reconciled (for ``cancel``)."""
-    state_dir, _, _ = paths(a)
-
-    def backend_named(name: str) -> Backend:
-        return backend if backend and backend.name == name else get_backend(name, a.config)
-
-    jobs = current_jobs(a)
-    records = read_records(state_dir)
-    subs, views, tokens = reconcile(a, records, backend_named)
-    by_backend: dict[str, list[Submission]] = {}
-    for s in subs.values():
-        if s.backend_id:
-            by_backend.setdefault(s.backend, []).append(s)
-    for name, group in by_backend.items():
-        views.update(backend_named(name).poll(group))
-    finished = read_finished(a.output_git, a.default_branch)
-    cancelled = {p.name[:-len(".cancel")] for p in state_dir.glob("*.cancel")}
-    records = current_records(records, tokens)
-    views.update(outside_views(records, subs))
-    return report(jobs, finished, records, subs, views, cancelled), subs
-
-
-def reconcile(a: Analysis, records: dict[str, JobRecord],
-              backend_named: Callable[[str], Backend]
-              ) -> tuple[dict[str, Submission], dict[str, BackendView], dict[str, str]]:
-    """Each job's current attempt: the submission log, completed by the claims of
-    submits that have not recorded (yet, or ever: killed) what the scheduler took.
-
-    A claim not in the log is resolved by, in turn: the job's own record carrying
-    its token (it ran), a live submitting process on this host (it is being handed
-    over: queued), the scheduler found by token (queued; written to the log now),
-    the scheduler not knowing the token (never accepted: the claim is void), the
-    scheduler not answering (queued: nobody may assume it was not accepted).
-    Returns submissions and views by job, and the current attempt's token by job.
-    """
-    from .backends.local import alive
-
-    state_dir, _, sub_file = paths(a)
-    subs = read_submissions(sub_file)
-    views: dict[str, BackendView] = {}
-    here = socket.gethostname()
-    unknown: dict[str, list[Claim]] = {}
-    for c in read_claims(state_dir).values():
-        sub = subs.get(c.job_id)
-        if sub and sub.token == c.token:
-            continue
-        rec = records.get(c.job_id)
-        if rec and rec.attempt == c.token:
-            subs[c.job_id] = Submission(c.job_id, c.backend, rec.backend_id, now(),
-                                        c.input_state, c.token)
-        elif c.host == here and alive(c.pid):
-            subs[c.job_id] = Submission(c.job_id, c.backend, "", now(), c.input_state, c.token)
-            views[c.job_id] = BackendView("queued")
-        else:
-            unknown.setdefault(c.backend, []).append(c)
-    for name, group in unknown.items():
-        found = backend_named(name).recover(group)
-        if found is None:
-            for c in group:
-                subs[c.job_id] = Submission(c.job_id, name, "", now(), c.input_state, c.token)
-                views[c.job_id] = BackendView("queued")
-            continue
-        new = [Submission(c.job_id, name, found[c.job_id], now(), c.input_state, c.token)
-               for c in group if c.job_id in found]
-        append_submissions(sub_file, new)
-        subs.update((s.job_id, s) for s in new)
-    tokens = {jid: s.token for jid, s in subs.items() if s.token}
-    return subs, views, tokens
-
-
-def outside_views(records: dict[str, JobRecord], subs: dict[str, Submission]
-                  ) -> dict[str, BackendView]:
-    """Jobs started by an outside driver (Snakemake) have no submission to ask a
-    scheduler about: on this host their process says whether they still run,
-    elsewhere we can only trust the record."""
-    from .backends.local import alive
-
-    here = "".join(c for c in socket.gethostname() if c.isalnum() or c in "._-")
-    return {jid: BackendView("running") for jid, rec in records.items()
-            if rec.status == "running" and jid not in subs
-            and (rec.host != here or alive(rec.pid))}
 
 
 def choose(a: Analysis, status: StatusReport, failed: bool, only: set[str],
@@ -354,44 +252,3 @@ def _check_keys(a: Analysis) -> None:
             f"the keys the output store encrypts to ({', '.join(have)})",
             "set encryption.keys back; results for other keys need a new output store "
             "('fairbig init --encrypt-to')")
-
-
-def cancel(a: Analysis, job_ids: set[str]) -> list[str]:
-    state_dir, _, _ = paths(a)
-    status, subs = _status(a)
-    active = [j.job_id for j in status.jobs if j.state in ("queued", "running")
-              and (not job_ids or j.job_id in job_ids)]
-    state_dir.mkdir(parents=True, exist_ok=True)
-    by_backend: dict[str, list[Submission]] = {}
-    for jid in active:
-        (state_dir / f"{jid}.cancel").touch()
-        if subs[jid].backend_id:
-            by_backend.setdefault(subs[jid].backend, []).append(subs[jid])
-    for name, group in by_backend.items():
-        get_backend(name, a.config).cancel(group)
-    return active
-
-
-def leftovers(a: Analysis) -> list[tuple[str, str]]:
-    """Ephemeral clones of jobs that were killed before their clean-up could run."""
-    state_dir, _, _ = paths(a)
-    here = socket.gethostname()
-    host = "".join(c for c in here if c.isalnum() or c in "._-")
-    from .backends.local import alive
-
-    report = current_status(a)
-    # not only lost/failed/cancelled jobs: one killed in its clean-up, after its branch
-    # arrived, is done and still leaves its clone behind
-    active = {j.job_id for j in report.jobs if j.state in ("queued", "running")}
-    out = []
-    for jid, rec in read_records(state_dir).items():
-        if (jid not in active and rec.host == host and rec.workdir
-                and not (rec.status == "running" and alive(rec.pid))
-                and Path(rec.workdir).exists()):
-            out.append((jid, rec.workdir))
-    return sorted(out)
-
-
-def remove_tree(path: str) -> None:
-    run(["chmod", "-R", "u+w", path], check=False)
-    shutil.rmtree(path, ignore_errors=True)

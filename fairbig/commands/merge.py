@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import treemerge as tm
-from . import ui
-from .annexkeys import keys_of, missing_in
-from .dataset import Analysis
-from .errors import FairbigError
-from .planning import current_jobs
-from .proc import git
-from .results import BRANCH_PREFIX, MERGED_FILE, read_finished, read_merged_rows
-from .stores import STORAGE_SUFFIX, exclusive, waiting_for
-from .sync import OUTPUT, store_main, sync
+from .. import treemerge as tm
+from .. import ui
+from ..annexkeys import keys_of, missing_in
+from ..dataset import Analysis
+from ..errors import FairbigError
+from ..proc import git
+from ..stores import STORAGE_SUFFIX, exclusive, waiting_for
+from ..storeview import BRANCH_PREFIX, MERGED_FILE, read_finished, read_merged_rows
+from ..sync import OUTPUT, store_main, sync
+from .plan import current_jobs
 
 CHUNK = 1000
 REPACK_LOOSE = 2000  # loose objects, not refs, are what slow clones down

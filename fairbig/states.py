@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass
 
 from .backends.base import BackendView
 from .jobstate import JobRecord, Submission
-from .plan import Job
-from .results import Finished
+from .jobtable import Job
+from .storeview import Finished
 
 STATES = ("planned", "queued", "running", "done", "failed", "cancelled", "superseded", "lost",
           "merged")
 INPUT_CHANGED = "input changed — will be planned again"
 PROBLEM_STATES = ("failed", "lost")
+PROBLEMS_EXIT = 3  # fairbig status exits so while any job is in a PROBLEM_STATE
 ACTIVE_STATES = ("queued", "running")
 
 

@@ -14,12 +14,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import dl
+from .. import dl
+from ..dataset import Analysis
+from ..errors import FairbigError
+from ..proc import run
+from ..storeview import read_finished, read_merged_rows
 from .compare import compare
-from .dataset import Analysis
-from .errors import FairbigError
-from .proc import run
-from .results import read_finished, read_merged_rows
 
 VERDICTS = ("identical", "differs", "missing", "extra")
 
@@ -53,7 +53,7 @@ def job_commit(a: Analysis, job_id: str) -> str:
 
 def outputs_of(clone: Path, commit: str, paths: list[str]) -> dict[str, str]:
     """Output path -> annex key (or git blob) of ``commit``, from the tree alone."""
-    from .annexkeys import keys_of
+    from ..annexkeys import keys_of
 
     out = run(["git", "ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths],
               cwd=clone).stdout

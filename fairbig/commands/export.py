@@ -38,19 +38,18 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-from . import __version__
-from . import config as cfgmod
-from .annexkeys import blob_texts
-from .dataset import Analysis
-from .errors import FairbigError
-from .gittree import GITLINK, Entry, git_dir_of, parse_ls_tree
-from .jobstate import JobRecord, read_records
-from .plan import HEADER
-from .proc import git
-from .results import MERGED_FILE, read_merged_rows
-from .stores import STORAGE_SUFFIX
-from .submit import paths
-from .sync import OUTPUT, store_main
+from .. import __version__
+from .. import config as cfgmod
+from ..annexkeys import blob_texts
+from ..dataset import Analysis, paths
+from ..errors import FairbigError
+from ..gittree import GITLINK, Entry, git_dir_of, parse_ls_tree
+from ..jobstate import JobRecord, read_records
+from ..jobtable import HEADER
+from ..proc import git
+from ..stores import STORAGE_SUFFIX
+from ..storeview import MERGED_FILE, read_merged_rows
+from ..sync import OUTPUT, store_main
 
 METADATA = "ro-crate-metadata.json"
 RO_CRATE = "https://w3id.org/ro/crate/1.1"

@@ -30,17 +30,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import ui
-from .annexkeys import keys_of, missing_in
-from .dataset import Analysis
-from .errors import FairbigError
-from .gittree import parse_ls_tree
-from .gpg import check_roundtrip, key_info
-from .planning import current_jobs
-from .proc import git, run
-from .results import read_finished
-from .stores import STORAGE_SUFFIX
-from .sync import OUTPUT
+from .. import ui
+from ..annexkeys import keys_of, missing_in
+from ..dataset import Analysis
+from ..errors import FairbigError
+from ..gittree import parse_ls_tree
+from ..gpg import check_roundtrip, key_info
+from ..proc import git, run
+from ..stores import STORAGE_SUFFIX
+from ..storeview import read_finished
+from ..sync import OUTPUT
+from .plan import current_jobs
 
 STORAGE = OUTPUT + STORAGE_SUFFIX
 CORRUPT, MISSING = "corrupt", "missing"
@@ -257,8 +257,9 @@ def drop_damaged(a: Analysis, problems: Sequence[Problem]) -> None:
 
 def repair(a: Analysis, rep: VerifyReport) -> VerifyReport:
     """Run the damaged jobs again here, merge their results, verify them again."""
+    from ..dataset import paths
     from .merge import merge
-    from .submit import paths, submit
+    from .submit import submit
 
     jobs = rep.bad_jobs
     a.output_store.require_writable("output")

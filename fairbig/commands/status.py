@@ -1,0 +1,189 @@
+"""``fairbig status``: one exact count per state, reconciled from every source, and
+the failed and lost jobs grouped by cause.
+
+Sources, strongest first: the output store (merged main, job branches), the jobs'
+own state records, the submission log with the claims of unfinished submits, and
+the schedulers' view. The pure classification is :mod:`fairbig.states`; the
+reading of logs for causes is :mod:`fairbig.explain`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import click
+
+from .. import ui
+from ..backends.base import Backend, BackendView, get_backend
+from ..dataset import Analysis, paths
+from ..explain import Explanation, Failure, explain
+from ..jobstate import (
+    Claim,
+    JobRecord,
+    Submission,
+    append_submissions,
+    current_records,
+    now,
+    read_claims,
+    read_records,
+    read_submissions,
+)
+from ..states import STATES, JobStatus, StatusReport, report
+from ..storeview import read_finished
+from .plan import current_jobs
+
+
+def show(a: Analysis, states: set[str], show_all: bool, tail: int | None, watch: bool,
+         interval: float, as_json: bool) -> StatusReport:
+    """Print the status (again every ``interval`` s with ``watch``, until nothing is
+    queued or running); returns the last report for the exit code."""
+    while True:
+        rep = current_status(a)
+        exp = explanation(a, rep, 12 if tail is None and as_json else tail or 0)
+        if as_json:
+            ui.emit_json(rep.to_json() | exp.to_json())
+        else:
+            if watch and ui.is_tty():
+                click.clear()
+            show_status(rep, exp, states or (set(STATES) if show_all else set()))
+        if not watch or not rep.active:
+            return rep
+        time.sleep(interval)
+
+
+def current_status(a: Analysis, backend: Backend | None = None) -> StatusReport:
+    return status_with_attempts(a, backend)[0]
+
+
+def status_with_attempts(a: Analysis, backend: Backend | None = None
+            ) -> tuple[StatusReport, dict[str, Submission]]:
+    """The report, and each job's current attempt as reconciled (for ``cancel``)."""
+    state_dir, _, _ = paths(a)
+
+    def backend_named(name: str) -> Backend:
+        return backend if backend and backend.name == name else get_backend(name, a.config)
+
+    jobs = current_jobs(a)
+    records = read_records(state_dir)
+    subs, views, tokens = reconcile(a, records, backend_named)
+    by_backend: dict[str, list[Submission]] = {}
+    for s in subs.values():
+        if s.backend_id:
+            by_backend.setdefault(s.backend, []).append(s)
+    for name, group in by_backend.items():
+        views.update(backend_named(name).poll(group))
+    finished = read_finished(a.output_git, a.default_branch)
+    cancelled = {p.name[:-len(".cancel")] for p in state_dir.glob("*.cancel")}
+    records = current_records(records, tokens)
+    views.update(outside_views(records, subs))
+    return report(jobs, finished, records, subs, views, cancelled), subs
+
+
+def reconcile(a: Analysis, records: dict[str, JobRecord],
+              backend_named: Callable[[str], Backend]
+              ) -> tuple[dict[str, Submission], dict[str, BackendView], dict[str, str]]:
+    """Each job's current attempt: the submission log, completed by the claims of
+    submits that have not recorded (yet, or ever: killed) what the scheduler took.
+
+    A claim not in the log is resolved by, in turn: the job's own record carrying
+    its token (it ran), a live submitting process on this host (it is being handed
+    over: queued), the scheduler found by token (queued; written to the log now),
+    the scheduler not knowing the token (never accepted: the claim is void), the
+    scheduler not answering (queued: nobody may assume it was not accepted).
+    Returns submissions and views by job, and the current attempt's token by job.
+    """
+    from ..backends.local import alive
+
+    state_dir, _, sub_file = paths(a)
+    subs = read_submissions(sub_file)
+    views: dict[str, BackendView] = {}
+    here = socket.gethostname()
+    unknown: dict[str, list[Claim]] = {}
+    for c in read_claims(state_dir).values():
+        sub = subs.get(c.job_id)
+        if sub and sub.token == c.token:
+            continue
+        rec = records.get(c.job_id)
+        if rec and rec.attempt == c.token:
+            subs[c.job_id] = Submission(c.job_id, c.backend, rec.backend_id, now(),
+                                        c.input_state, c.token)
+        elif c.host == here and alive(c.pid):
+            subs[c.job_id] = Submission(c.job_id, c.backend, "", now(), c.input_state, c.token)
+            views[c.job_id] = BackendView("queued")
+        else:
+            unknown.setdefault(c.backend, []).append(c)
+    for name, group in unknown.items():
+        found = backend_named(name).recover(group)
+        if found is None:
+            for c in group:
+                subs[c.job_id] = Submission(c.job_id, name, "", now(), c.input_state, c.token)
+                views[c.job_id] = BackendView("queued")
+            continue
+        new = [Submission(c.job_id, name, found[c.job_id], now(), c.input_state, c.token)
+               for c in group if c.job_id in found]
+        append_submissions(sub_file, new)
+        subs.update((s.job_id, s) for s in new)
+    tokens = {jid: s.token for jid, s in subs.items() if s.token}
+    return subs, views, tokens
+
+
+def outside_views(records: dict[str, JobRecord], subs: dict[str, Submission]
+                  ) -> dict[str, BackendView]:
+    """Jobs started by an outside driver (Snakemake) have no submission to ask a
+    scheduler about: on this host their process says whether they still run,
+    elsewhere we can only trust the record."""
+    from ..backends.local import alive
+
+    here = "".join(c for c in socket.gethostname() if c.isalnum() or c in "._-")
+    return {jid: BackendView("running") for jid, rec in records.items()
+            if rec.status == "running" and jid not in subs
+            and (rec.host != here or alive(rec.pid))}
+
+
+def explanation(a: Analysis, rep: StatusReport, tail: int) -> Explanation:
+
+    _, log_dir, sub_file = paths(a)
+    return explain(rep.jobs, read_submissions(sub_file), a.config, a.work, log_dir, tail)
+
+
+GROUP_EXAMPLES = 3
+
+
+def show_status(rep: StatusReport, exp: Explanation, states: set[str]) -> None:
+    """Counts, then either the listed states job by job, or the problems by cause."""
+    ui.table("fairbig status", list(rep.counts), [list(rep.counts.values())])
+    failures = {f.job_id: f for f in exp.failures}
+    if states:
+        for j in rep.jobs:
+            if j.state in states:
+                show_job(j, failures.get(j.job_id))
+        return
+    if exp.groups:
+        ui.say(f"{rep.problems} job(s) failed or lost, by cause:")
+    for g in exp.groups:
+        ui.say(f"{len(g.jobs)} {g.where}: {g.cause}")
+        for jid in g.jobs[:GROUP_EXAMPLES]:
+            show_tail(failures[jid], f"  {jid}  log: {failures[jid].log}")
+        if len(g.jobs) > GROUP_EXAMPLES:
+            ui.say(f"  … and {len(g.jobs) - GROUP_EXAMPLES} more "
+                   f"(fairbig status --state {g.state})")
+    cancelled = [j.job_id for j in rep.jobs if j.state == "cancelled"]
+    if cancelled:
+        ui.say(f"{len(cancelled)} cancelled: {' '.join(cancelled[:10])}"
+               + (" …" if len(cancelled) > 10 else ""))
+
+
+def show_job(j: JobStatus, failure: Failure | None) -> None:
+    if failure:
+        show_tail(failure, f"{j.job_id}  {failure.where}: {failure.cause}  log: {failure.log}")
+        return
+    ui.say("  ".join(x for x in (j.job_id, j.state, f"step {j.step}" if j.step else "",
+                                 j.detail, j.backend_id) if x))
+
+
+def show_tail(f: Failure, line: str) -> None:
+    ui.say(line)
+    for t in f.tail:
+        ui.say(f"    | {t}")
