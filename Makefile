@@ -20,8 +20,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
 
+# two workers (this machine kind has 2 cores; jobs wait on git, datalad and the
+# schedulers much of the time); tests of the one SLURM cluster and HTCondor pool
+# run in turn on one of them (tests/conftest.py groups them)
+XDIST ?= -n 2 --dist loadgroup
+
 test: lint
-	@$(PY) -m pytest -q -m "not long" $(PYTEST_ARGS)
+	@$(PY) -m pytest -q $(XDIST) -m "not long" $(PYTEST_ARGS)
 
 # the tests make test leaves out for time: whole workflows driven again through
 # Snakemake (as a module, on SLURM) and every command's -C audit
@@ -29,7 +34,7 @@ test-long: $(STAMP)
 	@$(PY) -m pytest -q -m long $(PYTEST_ARGS)
 
 unit: $(STAMP)
-	@$(PY) -m pytest -q -m "not slurm and not htcondor and not slow" $(PYTEST_ARGS)
+	@$(PY) -m pytest -q $(XDIST) -m "not slurm and not htcondor and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
