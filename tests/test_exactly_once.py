@@ -81,6 +81,7 @@ def failing(tmp_path_factory, ukb_input, image, lab_key):
     return ana
 
 
+@pytest.mark.slow
 def test_two_local_submits_at_once_run_each_job_once(slow, ukb_input):
     ids = ukb_input["ids"]
     cmd = [str(BIN / "fairbig"), "submit", "-j", "4"]
@@ -96,6 +97,7 @@ def test_two_local_submits_at_once_run_each_job_once(slow, ukb_input):
     assert status(slow)["counts"]["done"] == len(ids)
 
 
+@pytest.mark.slow
 def test_plan_update_while_a_job_runs_then_second_submit(slow, ukb_input):
     """The running job stays running ("input changed"), a second submit leaves it
     alone; once it ended the job is planned again and its next run is the result."""
@@ -133,6 +135,7 @@ def test_plan_update_while_a_job_runs_then_second_submit(slow, ukb_input):
         gen.restore_record(ukb_input["path"], victim, record, good)
 
 
+@pytest.mark.slow
 def test_failed_submit_changes_nothing(failing, tmp_path):
     """`submit --failed --backend slurm` on a host without the SLURM tools: one line,
     the failed jobs stay failed with their step and exit code, nothing is written."""
@@ -149,6 +152,7 @@ def test_failed_submit_changes_nothing(failing, tmp_path):
     assert {j["detail"] for j in report["jobs"]} == {"exit code 3 in step run"}
 
 
+@pytest.mark.slow
 def test_node_clock_behind_does_not_make_a_failed_job_lost(failing, ukb_input):
     """A node whose clock is 2 minutes behind the submit host writes records that look
     older than the submission: the attempt token, not the clock, says whose they are."""
