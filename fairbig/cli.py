@@ -255,6 +255,8 @@ def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[st
         ui.say(f"{verb} {len(out.submitted)} job(s) to {out.backend}; files in {out.run_dir}")
         if out.backend_ids and out.backend != "local":
             ui.say(f"{out.backend} IDs: {' '.join(out.backend_ids)}")
+        if hint := sub.suggest_limits(a):
+            ui.say(hint)
     if out.backend == "local" and not dry_run and out.submitted:
         report = sub.current_status(a)
         bad = [j.job_id for j in report.jobs if j.job_id in set(out.submitted)
@@ -564,6 +566,27 @@ def ro_crate(ctx: click.Context, out_dir: Path | None, license_id: str,
     ui.say(f"RO-Crate of {out.jobs} merged job(s) at {out.commit[:12]}: {out.crate} "
            f"({out.metadata_bytes:,} bytes, {out.seconds:.1f} s)")
     ui.say("entities: " + ", ".join(f"{k} {v}" for k, v in out.entities.items()))
+
+
+@cli.command(help="Write the computation as one self-contained HTML page (no network needed "
+             "to open it): jobs by state over time, duration and peak memory per step, "
+             "failures by cause, hosts, merges and provenance. Default: "
+             ".fairbig/work/report.html."
+             + example("fairbig report -o ~/public_html/ukb.html"))
+@click.option("-o", "--output", "target", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="the HTML file to write")
+@json_option
+@click.pass_context
+def report(ctx: click.Context, target: Path | None, as_json: bool) -> None:
+    from .commands.report import write_report
+
+    a = analysis_of(ctx)
+    out = write_report(a, (target or a.work / "report.html").absolute())
+    if as_json:
+        ui.emit_json(asdict(out))
+        return
+    ui.say(f"report of {out.jobs} job(s): {out.path} ({out.bytes:,} bytes, "
+           f"{out.seconds:.1f} s)")
 
 
 def _add_global_options(group: click.Group) -> None:

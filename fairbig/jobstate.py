@@ -24,7 +24,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -43,6 +43,9 @@ class JobRecord:
     input_state: str = ""
     detail: str = ""     # why, in words: e.g. what superseded the attempt
     attempt: str = ""    # the claim's token of this attempt (FAIRBIG_ATTEMPT)
+    # what each measured step used, and the whole attempt ("job"): step -> the fields
+    # of fairbig.usage.Usage (wall_s, cpu_s, max_rss_mb, read_mb, write_mb)
+    usage: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

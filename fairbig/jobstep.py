@@ -7,7 +7,9 @@ The job body (templates/job.sh.j2) calls these with the venv's python:
 - ``outputs``: refuse output paths that leave the clone, textually or
   through a symlink, before anything is deleted;
 - ``push``: push the job branch under the store's push lock, only if no
-  newer result is there (otherwise the attempt is *superseded*).
+  newer result is there (otherwise the attempt is *superseded*);
+- ``measure``: run a step's command and append what it used to the job's usage
+  file (:mod:`fairbig.usage`), which ``record`` folds into the record.
 
 Imports stay in the standard library and fairbig's light modules (no
 datalad, no click): each call costs tens of milliseconds, not a second.
@@ -27,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import usage
 from .ids import path_problem
 from .jobstate import JobRecord
 
@@ -56,19 +59,28 @@ def write_record(state_dir: Path, record: JobRecord) -> Path:
     return target
 
 
-def _record_from_args(values: dict[str, str]) -> JobRecord:
+def _record_from_args(values: dict[str, str], cpu_of: int | None = None) -> JobRecord:
+    """``usage`` names the job's usage file; ``cpu_of`` is the job shell's PID, whose
+    CPU time with its children's is the job's (every process it ran, measured or not)."""
     kwargs: dict[str, object] = {}
     for f in dataclasses.fields(JobRecord):
         raw = values.get(f.name)
         if raw is None:
             continue
-        if f.name == "exit_code":
+        if f.name == "usage":
+            kwargs[f.name] = usage.read(Path(raw)) if raw else {}
+        elif f.name == "exit_code":
             kwargs[f.name] = None if raw in ("", "null") else int(raw)
         elif f.type in ("int", int):
             kwargs[f.name] = int(raw)
         else:
             kwargs[f.name] = raw
     kwargs.setdefault("updated", int(time.time()))
+    steps = kwargs.get("usage")
+    if steps and "started" in kwargs:
+        wall = int(kwargs["updated"]) - int(kwargs["started"])  # type: ignore[call-overload]
+        cpu = usage.process_cpu(cpu_of) if cpu_of else None
+        steps[usage.JOB] = usage.job_total(steps, wall, cpu)  # type: ignore[index]
     return JobRecord(**kwargs)  # type: ignore[arg-type]
 
 
@@ -248,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("state_dir")
     for f in dataclasses.fields(JobRecord):
         rec.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name)
+    rec.add_argument("--cpu-of", type=int, help="the job shell's PID: its CPU time and its "
+                     "children's is the job's")
+    m = sub.add_parser("measure", help="run a step's command, append what it used")
+    m.add_argument("--step", required=True)
+    m.add_argument("--usage", required=True, help="the job's usage file")
+    m.add_argument("cmd", nargs="+")
     out = sub.add_parser("outputs", help="check output paths before anything is deleted")
     out.add_argument("root")
     out.add_argument("paths", nargs="*")
@@ -259,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "record":
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(JobRecord)}
-        write_record(Path(args.state_dir), _record_from_args(values))
+        write_record(Path(args.state_dir), _record_from_args(values, args.cpu_of))
         return 0
+    if args.command == "measure":
+        rc, used = usage.measure(args.cmd)
+        usage.append(Path(args.usage), args.step, used)
+        return rc
     if args.command == "outputs":
         for path in args.paths:
             problem = output_problem(Path(args.root), path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .backends.base import BackendView
 from .jobstate import JobRecord, Submission
@@ -36,9 +36,12 @@ class JobStatus:
 class StatusReport:
     counts: dict[str, int]
     jobs: list[JobStatus]
+    # the current attempts' own records (times, host, resource usage), by job
+    records: dict[str, JobRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"counts": self.counts, "jobs": [asdict(j) for j in self.jobs]}
+        return {"counts": self.counts, "jobs": [asdict(j) for j in self.jobs],
+                "usage": {jid: r.usage for jid, r in self.records.items() if r.usage}}
 
     @property
     def problems(self) -> int:
@@ -117,4 +120,6 @@ def report(jobs: Sequence[Job], finished: Finished, records: dict[str, JobRecord
     rows = [classify(j, finished, records.get(j.job_id), subs.get(j.job_id),
                      views.get(j.job_id), j.job_id in cancelled) for j in jobs]
     counts = Counter(r.state for r in rows)
-    return StatusReport({s: counts.get(s, 0) for s in STATES}, rows)
+    planned = {j.job_id for j in jobs}
+    return StatusReport({s: counts.get(s, 0) for s in STATES}, rows,
+                        {jid: r for jid, r in records.items() if jid in planned})

@@ -53,13 +53,22 @@ def run_example(workdir: Path, env: dict[str, str], *args: str,
 
 def assert_complete(workdir: Path, proc: subprocess.CompletedProcess, subjects: int,
                     env: dict[str, str]) -> None:
-    """Every job merged, the rerun IDENTICAL, and ``compare STORE@main`` (the help's
-    form) finds the store's main equal to itself through the RIA URL."""
+    """Every job merged with its resource usage recorded, the rerun IDENTICAL, the
+    report written last, and ``compare STORE@main`` (the help's form) finds the store's
+    main equal to itself through the RIA URL."""
     ana = workdir / "analysis"
     assert "IDENTICAL" in proc.stdout and "NOT REPRODUCED" not in proc.stdout
-    st = fairbig("status", "--json", cwd=ana, env=env)
-    counts = json.loads(st.stdout)["counts"]
+    st = json.loads(fairbig("status", "--json", cwd=ana, env=env).stdout)
+    counts = st["counts"]
     assert counts.get("merged", 0) == subjects, counts
+    # every job measured its steps, the container call among them (on every backend)
+    assert set(st["usage"]) == {j["job_id"] for j in st["jobs"]}, st["usage"]
+    for used in st["usage"].values():
+        assert set(used) >= {"clone", "get", "run", "container", "push-content", "job"}, used
+        assert used["container"]["max_rss_mb"] > 0 and used["job"]["cpu_s"] > 0, used
+    # and it ends with the report, written, its path said last
+    report = workdir / "report.html"
+    assert str(report) in proc.stdout.strip().splitlines()[-1] and report.stat().st_size
     dsid = subprocess.run(["git", "config", "-f", str(ana / ".datalad" / "config"),
                            "datalad.dataset.id"], capture_output=True, text=True,
                           check=True).stdout.strip()

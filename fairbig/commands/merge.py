@@ -26,6 +26,7 @@ from ..stores import STORAGE_SUFFIX, exclusive, waiting_for
 from ..storeview import BRANCH_PREFIX, MERGED_FILE, read_finished, read_merged_rows
 from ..sync import OUTPUT, store_main, sync
 from .plan import current_jobs
+from .report import record_merge
 
 CHUNK = 1000
 REPACK_LOOSE = 2000  # loose objects, not refs, are what slow clones down
@@ -166,6 +167,7 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
     lap("sync")
     _prune(a, [*comp.to_merge, *comp.identical], keep_branches, out)
     lap("prune")
+    record_merge(a, new, len(comp.to_merge), sum(out.seconds.values()))
     return out
 
 

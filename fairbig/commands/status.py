@@ -32,6 +32,7 @@ from ..jobstate import (
 )
 from ..states import STATES, JobStatus, StatusReport, report
 from ..storeview import read_finished
+from ..usage import UsageSummary, summarize
 from .plan import current_jobs
 
 
@@ -43,11 +44,13 @@ def show(a: Analysis, states: set[str], show_all: bool, tail: int | None, watch:
         rep = current_status(a)
         exp = explanation(a, rep, 12 if tail is None and as_json else tail or 0)
         if as_json:
-            ui.emit_json(rep.to_json() | exp.to_json())
+            ui.emit_json(rep.to_json() | exp.to_json()
+                         | {"usage_summary": usage_summary(rep).to_json()})
         else:
             if watch and ui.is_tty():
                 click.clear()
             show_status(rep, exp, states or (set(STATES) if show_all else set()))
+            show_usage(rep)
         if not watch or not rep.active:
             return rep
         time.sleep(interval)
@@ -149,6 +152,24 @@ def explanation(a: Analysis, rep: StatusReport, tail: int) -> Explanation:
 
 
 GROUP_EXAMPLES = 3
+USAGE_TOP = 3
+
+
+def usage_summary(rep: StatusReport) -> UsageSummary:
+    return summarize({j.job_id: j.state for j in rep.jobs},
+                     {jid: r.usage for jid, r in rep.records.items()}, USAGE_TOP)
+
+
+def show_usage(rep: StatusReport) -> None:
+    """Per-state medians of what whole jobs used, the slowest and the hungriest."""
+    s = usage_summary(rep)
+    if not s.medians:
+        return
+    ui.table("resource use per job (medians)", ["state", "jobs", "wall s", "CPU s", "peak MB"],
+             [[state, m["jobs"], f"{m['wall_s']:.1f}", f"{m['cpu_s']:.1f}",
+               f"{m['max_rss_mb']:.0f}"] for state, m in s.medians.items()])
+    ui.say("slowest: " + ", ".join(f"{r.job_id} {r.value:.1f} s" for r in s.slowest))
+    ui.say("most memory: " + ", ".join(f"{r.job_id} {r.value:.0f} MB" for r in s.hungriest))
 
 
 def show_status(rep: StatusReport, exp: Explanation, states: set[str]) -> None:

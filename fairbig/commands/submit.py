@@ -23,6 +23,7 @@ from ..jobstate import (
     drop_claim,
     new_token,
     read_claims,
+    read_records,
     submit_lock,
     take_claim,
 )
@@ -252,3 +253,14 @@ def _check_keys(a: Analysis) -> None:
             f"the keys the output store encrypts to ({', '.join(have)})",
             "set encryption.keys back; results for other keys need a new output store "
             "('fairbig init --encrypt-to')")
+
+
+def suggest_limits(a: Analysis) -> str:
+    """The time/mem the finished jobs' usage calls for, in words ("" if too few jobs):
+    said to the user, never applied."""
+    from ..usage import JOB, suggest
+
+    totals = [r.usage[JOB] for r in read_records(paths(a)[0]).values()
+              if r.status == "done" and JOB in r.usage]
+    found = suggest(totals)
+    return f"suggested limits {found.line()}" if found else ""
