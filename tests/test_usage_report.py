@@ -51,7 +51,7 @@ def test_measure_counts_orphans_and_passes_the_exit_code(tmp_path):
     code = ("import os, time\n"
             "if os.fork() == 0:\n"
             "    t = time.process_time()\n"
-            "    while time.process_time() - t < 0.3: pass\n"
+            "    while time.process_time() - t < 0.2: pass\n"
             "    os._exit(0)\n"
             "os._exit(3)\n")
     out = tmp_path / "usage"
@@ -59,7 +59,7 @@ def test_measure_counts_orphans_and_passes_the_exit_code(tmp_path):
                            "--usage", str(out), "--", sys.executable, "-c", code])
     assert proc.returncode == 3
     got = usage.read(out)["get"]
-    assert got["cpu_s"] >= 0.3, got  # wall_s: until the command itself exited
+    assert got["cpu_s"] >= 0.2, got  # wall_s: until the command itself exited
 
 
 def test_suggestion_is_the_99th_percentile_plus_a_margin():
