@@ -169,11 +169,15 @@ def throughput(records: dict[str, JobRecord], states: dict[str, str]
         series.setdefault(state, [0] * n)[min(n - 1, int((t - t0) // width))] += 1
     events = sorted([(r.started, 1) for r in records.values()]
                     + [(r.updated, -1) for r in records.values() if r.status != "running"])
-    running, level = [0] * n, 0
-    for t, delta in events:
-        level += delta
-        i = min(n - 1, int((t - t0) // width))
-        running[i] = max(running[i], level)
+    running, level, k = [0] * n, 0, 0
+    for i in range(n):
+        end = t0 + (i + 1) * width
+        peak = level  # what ran on from the bucket before
+        while k < len(events) and (events[k][0] < end or i == n - 1):
+            level += events[k][1]
+            peak = max(peak, level)
+            k += 1
+        running[i] = peak
     labels = [_stamp(t0 + i * width, t1 - t0) for i in range(n)]
     ordered = {s: series[s] for s in STATES if s in series}
     return labels, ordered, running, width
