@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml scripts/bootstrap
 
 install: $(STAMP)
 
+TEST_STAMP := $(VENV)/.fairbig-test-installed
+$(TEST_STAMP): $(STAMP) scripts/bootstrap
+	@scripts/bootstrap --test $(VENV)
+	@touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	@examples/ukb-mini/run
 
@@ -25,7 +30,7 @@ lint: $(STAMP)
 # run in turn on one of them (tests/conftest.py groups them)
 XDIST ?= -n 2 --dist loadgroup
 
-test: lint
+test: lint $(TEST_STAMP)
 	@$(PY) -m pytest -q $(XDIST) -m "not long" $(PYTEST_ARGS)
 
 # the tests make test leaves out for time: whole workflows driven again through
