@@ -144,8 +144,15 @@ def test_sif_is_added_as_it_is_and_fails_in_one_line(tmp_path: Path, ukb_input, 
     assert (ana / "containers" / "images" / "tool.sif").read_bytes() == sif.read_bytes()
     proc = fairbig("check", cwd=ana, check=False)
     line = [x for x in proc.stdout.splitlines() if x.startswith("FAIL container")]
-    assert proc.returncode != 0 and len(line) == 1 and "is a SIF: it needs apptainer or " \
-        "singularity, this machine has bwrap" in line[0], proc.stdout
+    why = "is a SIF: it needs apptainer or singularity, this machine has bwrap"
+    assert proc.returncode != 0 and len(line) == 1 and why in line[0], proc.stdout
+    # a job runs up to the runtime call and fails with that line
+    fairbig("plan", "--only", ukb_input["ids"][0], cwd=ana)
+    fairbig("submit", cwd=ana, check=False)
+    (job,) = status(ana)["jobs"]
+    assert (job["state"], job["step"]) == ("failed", "run"), job
+    log = (ana / ".fairbig" / "work" / "logs" / f"{job['job_id']}.log").read_text()
+    assert f"fairbig-container: image 'containers/images/tool.sif' {why}" in log
 
 
 @pytest.mark.slow
@@ -220,8 +227,8 @@ def test_container_dataset_lacking_the_name_is_one_line(tmp_path: Path, ukb_inpu
     args = init_args(tmp_path, ukb_input, container_dataset, lab_key)
     proc = fairbig(*args, "--container-name", "fmriprep", check=False)
     assert proc.returncode != 0 and proc.stderr.splitlines() == [
-        f"error: the container dataset {container_dataset} has no container 'fmriprep'",
-        "  hint: choose one with --container-name: bb, other"], proc.stderr
+        f"fairbig: error: the container dataset {container_dataset} has no container "
+        "'fmriprep' (choose one with --container-name: bb, other)"], proc.stderr
     assert not (tmp_path / "ana").exists() and not (tmp_path / "in").exists()
 
 
