@@ -213,6 +213,8 @@ def container_dataset(tmp_path_factory, image: Path) -> Path:
     for name, version in (("bb", "1.0"), ("other", "2.0")):
         (ds / "images" / name).mkdir(parents=True)
         shutil.copy(image, ds / "images" / name / f"{name}--{version}.tar")
+    with (ds / "images" / "other" / "other--2.0.tar").open("ab") as other:
+        other.write(bytes(10240))  # still the same tar, but other content (another key)
     datalad("save", "-m", "images and runner", "--to-git", "scripts", cwd=ds)
     datalad("save", "-m", "images", cwd=ds)
     for name, version in (("bb", "1.0"), ("other", "2.0")):
