@@ -71,9 +71,11 @@ def cli(ctx: click.Context) -> None:
                        "--encrypt-to 0xFPR"))
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--input", "source", required=True, help="input DataLad dataset (path or URL)")
-@click.option("--container", required=True, type=click.Path(path_type=Path),
-              help="container image (rootfs tarball)")
-@click.option("--container-name", default="", help="name to register it under")
+@click.option("--container", required=True,
+              help="image file (SIF, OCI/Docker archive, rootfs tar) or a DataLad container "
+              "dataset (path or URL)")
+@click.option("--container-name", default="",
+              help="name to register the image under, or the container to use of a dataset")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, exists=True),
               help="take settings from this fairbig.yaml; flags given here win")
 @click.option("--command", default=None,
@@ -89,7 +91,7 @@ def cli(ctx: click.Context) -> None:
 @click.option("--by", type=click.Choice(["subject", "session"]), default=None)
 @click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default=None)
 @json_option
-def init(target: Path, source: str, container: Path, container_name: str,
+def init(target: Path, source: str, container: str, container_name: str,
          config_file: Path | None, command: str | None, input_store: str | None,
          output_store: str | None, keys: tuple[str, ...], code: tuple[Path, ...],
          layout: str | None, by: str | None, backend: str | None, as_json: bool) -> None:
@@ -110,7 +112,7 @@ def init(target: Path, source: str, container: Path, container_name: str,
         raise FairbigError(f"missing {', '.join(missing)}",
                            "give them as options or in the file passed with --config")
     res = do_init(InitOptions(
-        target, source, str(container), values["--command"], values["--input-store"],
+        target, source, container, values["--command"], values["--input-store"],
         values["--output-store"], values["--encrypt-to"], container_name, list(code),
         layout or given.inputs.layout, by or given.inputs.by, backend or given.backend.name,
         base), step=ui.step)

@@ -76,6 +76,47 @@ class HTCondorConfig:
     extra: list[str] = field(default_factory=list)
 
 
+RUNTIMES = ("bwrap", "apptainer", "singularity", "podman", "docker")
+GPU_RUNTIMES = ("apptainer", "singularity", "podman", "docker")
+
+
+@dataclass
+class RuntimeArgsConfig:
+    bwrap: list[str] = field(default_factory=list, metadata={
+        "help": "Extra bwrap options, one word each (e.g. --cap-drop ALL)."})
+    apptainer: list[str] = field(default_factory=list, metadata={
+        "help": "Extra 'apptainer exec' options, one word each (e.g. --writable-tmpfs)."})
+    singularity: list[str] = field(default_factory=list, metadata={
+        "help": "Extra 'singularity exec' options, one word each."})
+    podman: list[str] = field(default_factory=list, metadata={
+        "help": "Extra 'podman run' options, one word each (e.g. --memory=8g)."})
+    docker: list[str] = field(default_factory=list, metadata={
+        "help": "Extra 'docker run' options, one word each."})
+
+
+@dataclass
+class RuntimeConfig:
+    """How the container runs. Node-specific, so never part of a run record: jobs,
+    `fairbig check` and `fairbig rerun` hand these to containers/fairbig-container as
+    FAIRBIG_CONTAINER_* variables (fairbig/sandbox.py)."""
+
+    name: str = field(default="auto", metadata={
+        "help": "auto (apptainer, singularity, bwrap, podman: the first found on the"
+                " node) or one of bwrap, apptainer, singularity, podman, docker."})
+    binds: list[str] = field(default_factory=list, metadata={
+        "help": "Host paths made visible inside, each HOST[:CONTAINER][:ro|rw] (absolute"
+                " paths, read-only unless :rw), e.g. /opt/fs/license.txt:/license.txt."})
+    env: list[str] = field(default_factory=list, metadata={
+        "help": "Variables passed in besides PATH, HOME=/tmp, LANG=C and FAIRBIG_PIPELINE_*:"
+                " NAME (its value on the node) or NAME=VALUE."})
+    gpus: int = field(default=0, metadata={
+        "help": "GPUs per job (0 = none): asks the scheduler for them (--gres=gpu:N,"
+                " request_gpus) and gives them to the container (--nv, --device ...)."})
+    gpu_vendor: str = field(default="nvidia", metadata={"help": "nvidia or amd."})
+    args: RuntimeArgsConfig = field(default_factory=RuntimeArgsConfig, metadata={
+        "help": "Extra options per runtime, for what fairbig does not model."})
+
+
 @dataclass
 class BackendConfig:
     name: str = "local"
@@ -93,6 +134,7 @@ class Config:
     command: str = ""
     results: str = "results"
     job: JobConfig = field(default_factory=JobConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
 
 
@@ -186,6 +228,7 @@ def validate(cfg: Config) -> list[str]:
                  " $TMPDIR); it is used as written, variables are not expanded")
     if cfg.job.push_lock_timeout < 1:
         p.append(f"job.push_lock_timeout {cfg.job.push_lock_timeout} must be 1 second or more")
+    p += _runtime_problems(cfg.runtime)
     p += _slurm_problems(cfg.backend.slurm)
     p += _htcondor_problems(cfg.backend.htcondor)
     return p
@@ -201,6 +244,29 @@ def _command_problems(command: str) -> list[str]:
         return [f"command uses unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}"
                 f" (known: {', '.join(sorted(_PLACEHOLDERS))})"]
     return []
+
+
+def _runtime_problems(r: RuntimeConfig) -> list[str]:
+    from .sandbox import bind_problem, env_problem
+
+    p = []
+    if r.name != "auto" and r.name not in RUNTIMES:
+        p.append(f"runtime.name '{r.name}' must be auto or one of {', '.join(RUNTIMES)}")
+    p += [f"runtime.binds[{i}] {b!r} {problem}" for i, b in enumerate(r.binds)
+          if (problem := bind_problem(b))]
+    p += [f"runtime.env[{i}] {e!r} {problem}" for i, e in enumerate(r.env)
+          if (problem := env_problem(e))]
+    if r.gpus < 0:
+        p.append("runtime.gpus must be 0 (none) or more")
+    if r.gpu_vendor not in ("nvidia", "amd"):
+        p.append(f"runtime.gpu_vendor '{r.gpu_vendor}' must be nvidia or amd")
+    if r.gpus and r.name == "bwrap":
+        p.append(f"runtime.gpus {r.gpus} needs a runtime that passes GPUs in"
+                 f" ({', '.join(GPU_RUNTIMES)}); runtime.name is bwrap")
+    for name in RUNTIMES:
+        p += [f"runtime.args.{name}[{i}] {w!r} must be one line"
+              for i, w in enumerate(getattr(r.args, name)) if not w.isprintable()]
+    return p
 
 
 def _slurm_problems(s: SlurmConfig) -> list[str]:
@@ -348,6 +414,29 @@ job:
   # Seconds a job waits for the output store's push lock before it fails
   # (it logs who holds the lock after a short wait).
   push_lock_timeout: 3600
+
+runtime:
+  # How the container runs (node-specific; never part of a run record).
+  # auto (apptainer, singularity, bwrap, podman: the first found on the node)
+  # or one of bwrap, apptainer, singularity, podman, docker.
+  name: auto
+  # Host paths made visible inside, each HOST[:CONTAINER][:ro|rw] (absolute
+  # paths, read-only unless :rw), e.g. /opt/fs/license.txt:/license.txt.
+  binds: []
+  # Variables passed in besides PATH, HOME=/tmp, LANG=C and FAIRBIG_PIPELINE_*:
+  # NAME (its value on the node) or NAME=VALUE.
+  env: []
+  # GPUs per job (0 = none): asks the scheduler for them (--gres=gpu:N,
+  # request_gpus) and gives them to the container (--nv, --device ...).
+  gpus: 0
+  gpu_vendor: nvidia
+  # Extra options per runtime, one word each, for what fairbig does not model.
+  args:
+    bwrap: []
+    apptainer: []
+    singularity: []
+    podman: []
+    docker: []
 
 backend:
   # local | slurm | htcondor

@@ -33,6 +33,8 @@ class JobContext:
     main_branch: str          # the store's main branch, where merges and plans land
     push_lock_timeout: int    # seconds a job waits for the store's push lock
     env_setup: tuple[str, ...] = ()
+    # FAIRBIG_CONTAINER_* settings of the container wrapper (fairbig.sandbox)
+    container_env: tuple[tuple[str, str], ...] = ()
     run_id: str = ""  # the submission's run directory name, marks each attempt's log
     header: str = ""
 

@@ -22,5 +22,9 @@ def container_wrapper() -> Path:
     return data_path("containers/fairbig-container")
 
 
+def oci_unpacker() -> Path:
+    return data_path("containers/fairbig-oci-unpack")
+
+
 def templates_dir() -> Path:
     return data_path("templates")

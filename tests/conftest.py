@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -76,6 +77,21 @@ def image(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def oci_archives(tmp_path_factory, image: Path) -> dict[str, Path]:
+    """The ukb-mini image as an OCI and as a Docker archive (containers/build-oci-archive:
+    umoci and skopeo, offline), with an environment of its own in the image config."""
+    if not (shutil.which("umoci") and shutil.which("skopeo")):
+        pytest.skip("needs umoci and skopeo (scripts/bootstrap installs them)")
+    out = tmp_path_factory.mktemp("oci")
+    archives = {kind: out / f"ukb-mini.{kind}.tar" for kind in ("oci", "docker")}
+    for kind, path in archives.items():
+        subprocess.run([str(REPO / "containers" / "build-oci-archive"), str(image), str(path),
+                        kind, "PATH=/bin:/usr/bin:/opt/tool/bin", "TOOL_HOME=/opt/tool"],
+                       check=True, capture_output=True)
+    return archives
+
+
+@pytest.fixture(scope="session")
 def ukb_input(tmp_path_factory) -> dict:
     """A small ukb-mini input (4 participants) published to an input store."""
     base = tmp_path_factory.mktemp("ukbin")
@@ -101,14 +117,18 @@ UKB_COMMAND = "sh code/process_subject.sh {input_dir} {output_dir}"
 
 
 def init_analysis(base: Path, ukb_input: dict, image: Path, lab_key: str,
-                  command: str = UKB_COMMAND, name: str = "analysis") -> Path:
+                  command: str = UKB_COMMAND, name: str = "analysis",
+                  code: tuple[Path, ...] = (), container_name: str = "") -> Path:
+    """``fairbig init`` with the ukb-mini scripts and ``code`` in code/."""
     target = base / name
     fairbig("init", str(target), "--input", ukb_input["url"], "--container", str(image),
+            *(("--container-name", container_name) if container_name else ()),
             "--command", command, "--input-store", f"{base}/{name}-in",
             "--output-store", f"{base}/{name}-out", "--encrypt-to", lab_key,
             "--code", str(REPO / "examples" / "ukb-mini" / "code" / "process_subject.sh"),
             "--code", str(REPO / "examples" / "ukb-mini" / "code"
-                          / "process_subject_nondeterministic.sh"))
+                          / "process_subject_nondeterministic.sh"),
+            *(arg for path in code for arg in ("--code", str(path))))
     return target
 
 

@@ -45,7 +45,7 @@ def unpacked(cache: Path) -> list[str]:
     """What the image cache holds, besides the memo of sha256 keys of plain files and
     each image's lock and entry count (leftover ``.unpack.*`` directories are listed)."""
     return sorted(p.name for p in cache.iterdir()
-                  if p.name != ".keys" and not p.name.startswith((".lock.", ".count.")))
+                  if p.name != ".keys" and not p.name.startswith((".lock.", ".count.", ".env.")))
 
 
 # -- the image ------------------------------------------------------------------------
@@ -213,10 +213,15 @@ def test_concurrent_first_unpack(tmp_path: Path, image: Path):
     assert (cache / unpacked(cache)[0] / "bin" / "busybox").is_file()
 
 
-def test_racing_first_unpacks_never_delete_each_other(tmp_path: Path, image: Path):
+@pytest.mark.parametrize("kind", ["rootfs", "oci"])
+def test_racing_first_unpacks_never_delete_each_other(tmp_path: Path, image: Path, kind: str,
+                                                      request):
     """16 jobs start at once on a node with an empty cache, five times. The image tar is
     deterministic (mtimes of 1970), so a clean-up that judged an unpack stale by its
-    mtime deleted a racing job's fresh unpack (issue 14 §1: 9 of 48 failed)."""
+    mtime deleted a racing job's fresh unpack (issue 14 §1: 9 of 48 failed). The same
+    for an OCI archive, whose layers are applied by fairbig-oci-unpack."""
+    if kind == "oci":
+        image = request.getfixturevalue("oci_archives")["oci"]
     image = annex_link(tmp_path, image)  # what a job's containers-run calls
     work = tmp_path / "w"
     work.mkdir()

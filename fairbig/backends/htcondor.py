@@ -56,12 +56,14 @@ class HTCondorBackend(Backend):
 
     def __init__(self, config: Config) -> None:
         self.cfg = config.backend.htcondor
+        self.gpus = config.runtime.gpus
 
     def submit(self, req: SubmitRequest) -> list[Submission]:
         sub_file = req.run_dir / "job.sub"
         (batch,) = req.batches
-        sub_file.write_text(render("htcondor.sub.j2", cfg=self.cfg, script=str(req.script),
-                                   run_dir=str(req.run_dir), token=batch.token,
+        sub_file.write_text(render("htcondor.sub.j2", cfg=self.cfg, gpus=self.gpus,
+                                   script=str(req.script), run_dir=str(req.run_dir),
+                                   token=batch.token,
                                    output=OUTPUT.format(job_id="$(jobid)"),
                                    home=os.environ.get("HOME", "/tmp")))
         dag = req.run_dir / "fairbig.dag"

@@ -40,10 +40,11 @@ class SlurmBackend(Backend):
 
     def __init__(self, config: Config) -> None:
         self.cfg = config.backend.slurm
+        self.gpus = config.runtime.gpus
         self.job_name = "fairbig"
 
     def header(self, req: SubmitRequest) -> str:
-        return render("slurm-header.j2", cfg=self.cfg, job_name=self.job_name)
+        return render("slurm-header.j2", cfg=self.cfg, job_name=self.job_name, gpus=self.gpus)
 
     def batch_size(self, dry_run: bool) -> int | None:
         if dry_run:

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 
-from .. import gpg
+from .. import gpg, sandbox
+from ..config import GPU_RUNTIMES
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..proc import run
@@ -38,13 +39,25 @@ def _tools(_: Analysis) -> str:
             f"datalad-container {version('datalad-container')}")
 
 
-def _runtime(_: Analysis) -> str:
-    found = [r for r in RUNTIMES if shutil.which(r)]
-    if not found:
-        raise FairbigError("no container runtime found",
-                           "install apptainer (clusters) or bubblewrap (apt-get install "
-                           "bubblewrap)")
-    return ", ".join(found)
+def _runtime(a: Analysis) -> str:
+    r = a.config.runtime
+    if r.name != "auto":
+        if not shutil.which(r.name):
+            raise FairbigError(f"runtime.name is {r.name}, but {r.name} is not installed here",
+                               "install it, or set runtime.name: auto in fairbig.yaml")
+        chosen = r.name
+    else:
+        found = [n for n in RUNTIMES if shutil.which(n)]
+        if not found:
+            raise FairbigError("no container runtime found",
+                               "install apptainer (clusters) or bubblewrap (apt-get install "
+                               "bubblewrap)")
+        chosen = found[0]
+    if r.gpus and chosen not in GPU_RUNTIMES:
+        raise FairbigError(f"runtime.gpus {r.gpus}: {chosen} (the runtime used here) cannot"
+                           " pass GPUs into a container",
+                           f"set runtime.name to one of {', '.join(GPU_RUNTIMES)}")
+    return f"{chosen}; binds: {sandbox.check_binds(r)}"
 
 
 def _config(a: Analysis) -> str:
@@ -91,7 +104,8 @@ def _container(a: Analysis) -> str:
     c = a.container()
     dl.call(dapi.get, path=str(c.ds / c.image), dataset=str(a.root))
     cmd = container_call(a, "sh -c 'exit 0'")
-    run(["sh", "-c", cmd], cwd=a.root, hint="the container does not run; check the runtime")
+    run(["sh", "-c", cmd], cwd=a.root, env=sandbox.wrapper_env(a.config.runtime),
+        hint="the container does not run; check the runtime")
     return f"'{c.name}' runs ({cmd.split(' ')[1]})"
 
 

@@ -8,7 +8,6 @@ worse than none, because the next attempt would trip over it.
 from __future__ import annotations
 
 import shutil
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +16,16 @@ from .. import config as cfgmod
 from .. import dl, gpg
 from ..dataset import new_repos_on_main_branch
 from ..errors import FairbigError
+from ..images import ImageKind, image_kind
 from ..proc import run
-from ..resources import container_wrapper
+from ..resources import container_wrapper, oci_unpacker
 from ..stores import RiaStore, Rollback, add_encrypted_storage, parse_store
 
 CONTAINERS_DIR = "containers"
 CALL_FMT = "sh {img_dspath}/fairbig-container {img} {cmd}"
+# what the container dataset carries besides its images (in git, beside each other:
+# the wrapper calls the unpacker of OCI/Docker archives from its own directory)
+CONTAINER_TOOLS = (container_wrapper(), oci_unpacker())
 GITATTRIBUTES = """\
 # fairbig: results are always annexed, so the output store encrypts them.
 {results}/** annex.largefiles=anything
@@ -84,19 +87,19 @@ def _check_input(source: str) -> None:
                            "give the path or URL of a dataset made with 'datalad create'")
 
 
-def _check_container(image: Path) -> None:
-    if not image.is_file():
-        raise FairbigError(f"container image '{image}' does not exist",
-                           "build one with containers/build-image or give its path")
-    if not tarfile.is_tarfile(image):
-        raise FairbigError(f"container image '{image}' is not a rootfs tarball",
-                           "give a tar of a root file system, e.g. from containers/build-image")
+def _check_container(image: Path) -> ImageKind:
+    """The image's kind, after a run of ``exit 0`` in it where this machine has a
+    runtime for it (a SIF without Apptainer is added as it is: clusters have it)."""
+    kind = image_kind(image)
+    if kind.runtimes and not any(shutil.which(r) for r in kind.runtimes):
+        return kind
     probe = run(["sh", str(container_wrapper()), str(image.resolve()), "sh", "-c", "exit 0"],
                 check=False, cwd=image.resolve().parent)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         raise FairbigError(f"container image '{image}' does not run: {last}",
                            "check the image with 'sh containers/fairbig-container IMAGE true'")
+    return kind
 
 
 def _check_keys(keys: list[str]) -> list[str]:
@@ -116,14 +119,16 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
     existed = _check_target(target)
     _check_input(opts.input)
     image = Path(opts.container)
-    _check_container(image)
+    if is_container_dataset(opts.container):
+        kind, name = None, _dataset_container_name(opts.container, opts.container_name)
+    else:
+        kind, name = _check_container(image), opts.container_name or image.name.split(".")[0]
     fprs = _check_keys(opts.keys)
     in_store = parse_store(opts.input_store, "input")
     out_store = parse_store(opts.output_store, "output")
     if in_store.root == out_store.root:
         raise FairbigError("input and output store are the same",
                            "use a separate output store: only it is encrypted")
-    name = opts.container_name or image.name.split(".")[0]
     settings = {
         "stores.input": in_store.url, "stores.output": out_store.url,
         "encryption.keys": fprs, "container": f"{CONTAINERS_DIR}/{name}",
@@ -140,7 +145,7 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
     try:
         with new_repos_on_main_branch():
             rollback.created(target)
-            dsid = _build(target, opts, image, name, fprs, cfg_text, step)
+            dsid = _build(target, opts, image, kind, name, fprs, cfg_text, step)
             step("creating the encrypted output store")
             rollback.track_store(out_store, dsid)
             _add_output_store(target, out_store, fprs)
@@ -163,8 +168,8 @@ def _dataset_id(path: Path) -> str:
                 "datalad.dataset.id"]).stdout.strip()
 
 
-def _build(target: Path, opts: InitOptions, image: Path, name: str, fprs: list[str],
-           cfg_text: str, step: Step) -> str:
+def _build(target: Path, opts: InitOptions, image: Path, kind: ImageKind | None, name: str,
+           fprs: list[str], cfg_text: str, step: Step) -> str:
     import datalad.api as dapi
 
     step(f"creating the analysis dataset {target}")
@@ -183,25 +188,90 @@ def _build(target: Path, opts: InitOptions, image: Path, name: str, fprs: list[s
     step(f"adding the input dataset {opts.input} as inputs/data")
     dl.call(dapi.clone, source=opts.input, path=str(target / "inputs" / "data"),
             dataset=str(target), hint="check the input URL and that the dataset exists there")
-    step(f"adding the container '{name}'")
-    _add_container(target, image, name)
+    if kind is None:
+        step(f"installing the container dataset {opts.container} (container '{name}')")
+        _install_container_dataset(target, opts.container, name)
+    else:
+        step(f"adding the container '{name}' ({kind.name})")
+        _add_container(target, image, kind, name)
     dl.call(dapi.save, dataset=str(target), message="fairbig: set up analysis dataset")
     return _dataset_id(target)
 
 
-def _add_container(target: Path, image: Path, name: str) -> None:
+def _add_container(target: Path, image: Path, kind: ImageKind, name: str) -> None:
     import datalad.api as dapi
 
     cds = target / CONTAINERS_DIR
     dl.call(dapi.create, path=str(cds), dataset=str(target))
-    (cds / ".gitattributes").open("a").write("fairbig-container annex.largefiles=nothing\n")
-    shutil.copy2(container_wrapper(), cds / "fairbig-container")
-    dest = cds / "images" / f"{name}.tar"
+    with (cds / ".gitattributes").open("a") as attrs:
+        for tool in CONTAINER_TOOLS:
+            attrs.write(f"{tool.name} annex.largefiles=nothing\n")
+    for tool in CONTAINER_TOOLS:
+        shutil.copy2(tool, cds / tool.name)
+    dest = cds / "images" / f"{name}{kind.suffix}"
     dest.parent.mkdir(parents=True)
     shutil.copy2(image, dest)
     dl.call(dapi.save, dataset=str(cds), message="fairbig: container runtime wrapper")
     dl.call(dapi.containers_add, name=name, dataset=str(cds),
             image=str(dest.relative_to(cds)), call_fmt=CALL_FMT)
+
+
+def is_container_dataset(source: str) -> bool:
+    """``--container`` names a DataLad dataset of containers (a path or URL, e.g. a clone
+    of ReproNim/containers), not an image file."""
+    if source.startswith("docker://"):
+        raise FairbigError(f"cannot pull {source}: no registry is reachable from here",
+                           "save the image to an archive (docker save, skopeo copy ... "
+                           "oci-archive:) and give that file")
+    return "://" in source or source.startswith("ria+") or Path(source, ".datalad").is_dir()
+
+
+def container_names(dataset: Path) -> list[str]:
+    """The containers a dataset's .datalad/config declares (datalad containers-add)."""
+    out = run(["git", "config", "-f", str(dataset / ".datalad" / "config"), "--get-regexp",
+               r"^datalad\.containers\..*\.image$"], check=False).stdout
+    return sorted(line.split()[0][len("datalad.containers."):-len(".image")]
+                  for line in out.splitlines())
+
+
+def _dataset_container_name(source: str, wanted: str) -> str:
+    """The container of the dataset at ``source`` to use: checked now where the dataset
+    is local; a URL's is checked right after its clone (and rolled back)."""
+    if not Path(source, ".datalad").is_dir():
+        if not wanted:
+            raise FairbigError(f"no --container-name for the container dataset {source}",
+                               "name the container to use ('datalad containers-list' in "
+                               "the dataset lists them)")
+        return wanted
+    names = container_names(Path(source))
+    if not wanted and len(names) == 1:
+        return names[0]
+    _check_name(source, wanted, names)
+    return wanted
+
+
+def _check_name(source: str, wanted: str, names: list[str]) -> None:
+    if wanted not in names:
+        raise FairbigError(
+            f"the container dataset {source} has no container '{wanted}'"
+            if wanted else f"the container dataset {source} has several containers",
+            f"choose one with --container-name: {', '.join(names) or 'it declares none'}")
+
+
+def _install_container_dataset(target: Path, source: str, name: str) -> None:
+    """The dataset as the container subdataset, its call formats as its maintainers
+    recorded them; only the chosen image is fetched (and so published to the input
+    store, whence jobs get it)."""
+    import datalad.api as dapi
+
+    cds = target / CONTAINERS_DIR
+    dl.call(dapi.clone, source=source, path=str(cds), dataset=str(target),
+            hint="check the container dataset's path or URL")
+    _check_name(source, name, container_names(cds))
+    image = run(["git", "config", "-f", str(cds / ".datalad" / "config"),
+                 f"datalad.containers.{name}.image"]).stdout.strip()
+    dl.call(dapi.get, path=str(cds / image), dataset=str(cds),
+            hint=f"the image of '{name}' must be obtainable from the container dataset")
 
 
 def _add_output_store(target: Path, store: RiaStore, fprs: list[str]) -> None:

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import dl
+from .. import dl, sandbox
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..proc import run
@@ -86,9 +86,10 @@ def rerun_job(a: Analysis, job_id: str, keep: bool = False,
         record = run(["git", "log", "-1", "--format=%B", commit], cwd=clone).stdout
         declared = _declared_outputs(clone, record)
         before = outputs_of(clone, commit, declared)
-        dl.call(dapi.rerun, revision=commit, dataset=str(clone),
-                hint="the recorded command failed on this machine; rerun with --keep and "
-                "look at the clone")
+        with sandbox.environment(a.config.runtime):
+            dl.call(dapi.rerun, revision=commit, dataset=str(clone),
+                    hint="the recorded command failed on this machine; rerun with --keep "
+                    "and look at the clone")
         after = outputs_of(clone, "HEAD", declared)
         result.files = verdicts(before, after)
     finally:

@@ -29,6 +29,7 @@ from ..jobstate import (
 )
 from ..proc import run
 from ..render import JobContext, job_body
+from ..sandbox import check_binds, wrapper_env
 from ..states import StatusReport
 from ..stores import STORAGE_SUFFIX
 from .plan import current_jobs, publish
@@ -106,7 +107,8 @@ def job_context(a: Analysis, header: str = "", commit: str = "",
         results=cfg.results, container=cfg.container, workdir=cfg.job.workdir,
         bindir=str(Path(sys.executable).parent), main_branch=a.default_branch,
         push_lock_timeout=cfg.job.push_lock_timeout, run_id=run_id,
-        env_setup=tuple(cfg.job.env_setup), header=header)
+        env_setup=tuple(cfg.job.env_setup), header=header,
+        container_env=tuple(wrapper_env(cfg.runtime).items()))
 
 
 @dataclass
@@ -219,6 +221,7 @@ def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
 def preflight(a: Analysis) -> None:
     """What every job needs from the stores, checked once before any job starts: a
     missing image or a mismatched key would otherwise fail every job, one by one."""
+    check_binds(a.config.runtime)
     _check_container(a)
     _check_keys(a)
 
