@@ -289,4 +289,16 @@ def _publish_input(target: Path, store: RiaStore) -> None:
         dl.call(dapi.create_sibling_ria, url=store.url, name="input", dataset=str(ds),
                 new_store_ok=True)
         dl.call(dapi.push, dataset=str(ds), to="input")
+        _store_head_follows(ds, store)
     dl.call(dapi.push, dataset=str(target), to="output")
+
+
+def _store_head_follows(ds: Path, store: RiaStore) -> None:
+    """The store's copy starts with HEAD on our main branch; a container dataset the lab
+    brings may live on another (ReproNim/containers: ``master``), and a clone of a
+    HEAD that names no branch fails ("remote HEAD refers to nonexistent ref")."""
+    branch = run(["git", "symbolic-ref", "--short", "HEAD"], cwd=ds).stdout.strip()
+    dsid = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
+                "datalad.dataset.id"]).stdout.strip()
+    run(["git", "--git-dir", str(store.dataset_dir(dsid)), "symbolic-ref", "HEAD",
+         f"refs/heads/{branch}"])
