@@ -535,6 +535,9 @@ def test_bad_config_is_one_line_and_changes_nothing(kill_ana):
         (good + "command: [unclosed\n", ["is not valid YAML"]),
         (cfgmod.render({"command": "sh -c 'echo {nosuch}'"}, good), ["{nosuch}"]),
         (cfgmod.render({"stores.output": "/not/a/ria/url"}, good), ["stores.output"]),
+        # datalad could clone from it, fairbig's own reads and locks could not
+        (cfgmod.render({"stores.input": "ria+ssh://host/srv/store"}, good),
+         ["stores.input 'ria+ssh://host/srv/store' is not a ria+file:///absolute/path URL"]),
     ]
     try:
         for text, words in cases:
