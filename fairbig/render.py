@@ -8,7 +8,7 @@ producing a script that does something else.
 from __future__ import annotations
 
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -35,12 +35,6 @@ class JobContext:
     env_setup: tuple[str, ...] = ()
     run_id: str = ""  # the submission's run directory name, marks each attempt's log
     header: str = ""
-
-
-@dataclass(frozen=True)
-class Rendered:
-    text: str
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @cache
