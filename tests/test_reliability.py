@@ -241,26 +241,39 @@ def stale_locks(root: Path) -> list[str]:
 # ---------------------------------------------------------------- 7. merge safety
 
 GIT_KILLER = """#!/bin/sh
-# In front of git for one `fairbig merge`: SIGKILL its whole process group when a
-# git call matches $KILL_MATCH (before running it, or after with KILL_WHEN=after).
-case " $* " in
-*"$KILL_MATCH"*)
-    if [ "$KILL_WHEN" = after ]; then {real} "$@"; fi
-    touch "$KILL_HIT"
-    kill -KILL 0
-    sleep 10 ;;
-esac
-exec {real} "$@"
+# In front of git for one `fairbig merge`: after each git call, SIGKILL the merge's whole
+# process group once the output store shows what $KILL_STATE names. Matched on what the
+# merge has done to the store, not on how it words its git calls.
+{real} "$@"
+rc=$?
+[ -e "$KILL_HIT" ] && exit $rc
+s=$KILL_STORE
+main=$({real} --git-dir="$s" rev-parse -q --verify "$KILL_MAIN")
+case $KILL_STATE in
+written)  # a commit the store's refs do not reach yet: the merge, unpublished
+    [ "$main" = "$KILL_OLD" ] && [ "$({real} --git-dir="$s" fsck --unreachable --no-reflogs \\
+        --no-progress 2>/dev/null | grep -c '^unreachable commit')" -gt "$KILL_UNREACHABLE" ] ;;
+moved) [ "$main" != "$KILL_OLD" ] ;;
+annex-pushed) [ "$main" != "$KILL_OLD" ] && [ "$({real} --git-dir="$s" rev-parse -q --verify \\
+    refs/heads/git-annex)" != "$KILL_ANNEX" ] ;;
+pruned) [ "$main" != "$KILL_OLD" ] && [ "$({real} --git-dir="$s" for-each-ref \\
+    'refs/heads/job-*' | wc -l)" -lt "$KILL_JOBS" ] ;;
+*) false ;;
+esac && {{ touch "$KILL_HIT"; kill -KILL 0; sleep 10; }}
+exit $rc
 """
 
-MERGE_KILLS = [  # (git call, before/after it, where main must be: old or new)
-    ("hash-object -t commit", "before", "old"),
-    ("update-ref refs/heads/MAIN", "before", "old"),
-    ("update-ref refs/heads/MAIN", "after", "new"),
-    ("push -q output git-annex", "before", "new"),
-    ("update-ref --stdin", "before", "new"),
-    ("pack-refs", "before", "new"),
+MERGE_KILLS = [  # (state of the output store when the merge is killed, where main must be)
+    ("written", "old"),       # the merge commit is written, main has not moved
+    ("moved", "new"),         # main moved: the one step that publishes
+    ("annex-pushed", "new"),  # the git-annex branch reached the store too
+    ("pruned", "new"),        # merged job branches deleted, refs not packed yet
 ]
+
+
+def unreachable_commits(sgit: Path) -> int:
+    out = git(sgit, "fsck", "--unreachable", "--no-reflogs", "--no-progress")
+    return sum(line.startswith("unreachable commit") for line in out.splitlines())
 
 
 def is_complete_merge(sgit: Path, old: str, main: str, tips: dict[str, str]) -> bool:
@@ -283,19 +296,14 @@ def store_records_content(ana: Path, dest: Path) -> list[str]:
     return sh("git", "annex", "find", "--in", uuid, "results", cwd=dest).stdout.split()
 
 
-@pytest.mark.parametrize(("match", "when", "expect"), MERGE_KILLS,
-                         ids=[f"{w}-{m.split()[0]}{'-main' if 'MAIN' in m else ''}"
-                              f"{'-annex' if 'git-annex' in m else ''}"
-                              f"{'-delete' if 'stdin' in m else ''}"
-                              for m, w, _ in MERGE_KILLS])
+@pytest.mark.parametrize(("when", "expect"), MERGE_KILLS, ids=[w for w, _ in MERGE_KILLS])
 def test_merge_killed_leaves_old_or_new_main_and_rerun_completes(contention, tmp_path,
-                                                                 match, when, expect):
+                                                                 when, expect):
     ana = contention["ana"]
     snap = contention["premerge"]
     restore(ana, snap)
     sgit = store_git(ana)
     branch = sh("git", "symbolic-ref", "--short", "HEAD", cwd=ana).stdout.strip()
-    match = match.replace("MAIN", branch)
     old = snap["store"][f"refs/heads/{branch}"]
     tips = {r[len("refs/heads/job-"):]: sha for r, sha in snap["store"].items()
             if r.startswith("refs/heads/job-")}
@@ -306,11 +314,13 @@ def test_merge_killed_leaves_old_or_new_main_and_rerun_completes(contention, tmp
     (wrap / "git").write_text(GIT_KILLER.format(real=real))
     (wrap / "git").chmod(0o755)
     hit = tmp_path / "hit"
-    env = {**os.environ, "PATH": f"{wrap}:{os.environ['PATH']}", "KILL_MATCH": match,
-           "KILL_WHEN": when, "KILL_HIT": str(hit)}
+    env = {**os.environ, "PATH": f"{wrap}:{os.environ['PATH']}", "KILL_STATE": when,
+           "KILL_HIT": str(hit), "KILL_STORE": str(sgit), "KILL_MAIN": f"refs/heads/{branch}",
+           "KILL_OLD": old, "KILL_ANNEX": snap["store"]["refs/heads/git-annex"],
+           "KILL_JOBS": str(len(tips)), "KILL_UNREACHABLE": str(unreachable_commits(sgit))}
     proc = subprocess.run([str(BIN / "fairbig"), "merge"], cwd=ana, env=env,
                           capture_output=True, text=True, start_new_session=True, timeout=300)
-    assert hit.exists(), f"merge never ran `git {match}`:\n{proc.stdout}{proc.stderr}"
+    assert hit.exists(), f"the store never got to '{when}':\n{proc.stdout}{proc.stderr}"
     assert proc.returncode == -signal.SIGKILL
     main = git(sgit, "rev-parse", f"refs/heads/{branch}").strip()
     if expect == "old":
