@@ -240,27 +240,34 @@ def stale_locks(root: Path) -> list[str]:
 
 # ---------------------------------------------------------------- 7. merge safety
 
-GIT_KILLER = """#!/bin/sh
-# In front of git for one `fairbig merge`: after each git call, SIGKILL the merge's whole
-# process group once the output store shows what $KILL_STATE names. Matched on what the
-# merge has done to the store, not on how it words its git calls.
+GIT_AT_STATE = """#!/bin/sh
+# In front of git for one `fairbig merge`: after each git call, once the output store shows
+# what $AT_STATE names, kill the merge (SIGKILL its process group) or hold it until $AT_GO
+# exists ($AT_ACTION). Matched on what the merge has done to the store, not on how it
+# words its git calls.
 {real} "$@"
 rc=$?
-[ -e "$KILL_HIT" ] && exit $rc
-s=$KILL_STORE
-main=$({real} --git-dir="$s" rev-parse -q --verify "$KILL_MAIN")
-case $KILL_STATE in
+[ -e "$AT_HIT" ] && exit $rc
+s=$AT_STORE
+main=$({real} --git-dir="$s" rev-parse -q --verify "$AT_MAIN")
+case $AT_STATE in
 written)  # a commit the store's refs do not reach yet: the merge, unpublished
-    [ "$main" = "$KILL_OLD" ] && [ "$({real} --git-dir="$s" fsck --unreachable --no-reflogs \\
-        --no-progress 2>/dev/null | grep -c '^unreachable commit')" -gt "$KILL_UNREACHABLE" ] ;;
-moved) [ "$main" != "$KILL_OLD" ] ;;
-annex-pushed) [ "$main" != "$KILL_OLD" ] && [ "$({real} --git-dir="$s" rev-parse -q --verify \\
-    refs/heads/git-annex)" != "$KILL_ANNEX" ] ;;
-pruned) [ "$main" != "$KILL_OLD" ] && [ "$({real} --git-dir="$s" for-each-ref \\
-    'refs/heads/job-*' | wc -l)" -lt "$KILL_JOBS" ] ;;
+    [ "$main" = "$AT_OLD" ] && [ "$({real} --git-dir="$s" fsck --unreachable --no-reflogs \\
+        --no-progress 2>/dev/null | grep -c '^unreachable commit')" -gt "$AT_UNREACHABLE" ] ;;
+moved) [ "$main" != "$AT_OLD" ] ;;
+annex-pushed) [ "$main" != "$AT_OLD" ] && [ "$({real} --git-dir="$s" rev-parse -q --verify \\
+    refs/heads/git-annex)" != "$AT_ANNEX" ] ;;
+pruned) [ "$main" != "$AT_OLD" ] && [ "$({real} --git-dir="$s" for-each-ref \\
+    'refs/heads/job-*' | wc -l)" -lt "$AT_JOBS" ] ;;
 *) false ;;
-esac && {{ touch "$KILL_HIT"; kill -KILL 0; sleep 10; }}
-exit $rc
+esac || exit $rc
+touch "$AT_HIT"
+if [ "$AT_ACTION" = hold ]; then
+    while [ ! -e "$AT_GO" ]; do sleep 0.1; done
+    exit $rc
+fi
+kill -KILL 0
+sleep 10
 """
 
 MERGE_KILLS = [  # (state of the output store when the merge is killed, where main must be)
@@ -271,9 +278,24 @@ MERGE_KILLS = [  # (state of the output store when the merge is killed, where ma
 ]
 
 
-def unreachable_commits(sgit: Path) -> int:
-    out = git(sgit, "fsck", "--unreachable", "--no-reflogs", "--no-progress")
-    return sum(line.startswith("unreachable commit") for line in out.splitlines())
+def merge_at_state(ana: Path, tmp: Path, state: str, action: str = "kill") -> dict[str, str]:
+    """Environment of a ``fairbig merge`` that a git wrapper kills or holds (until
+    ``tmp/go`` exists) once the output store reaches ``state``; ``tmp/hit`` marks it."""
+    sgit = store_git(ana)
+    main = "refs/heads/" + sh("git", "symbolic-ref", "--short", "HEAD", cwd=ana).stdout.strip()
+    now = refs(sgit)
+    unreachable = sum(line.startswith("unreachable commit") for line in git(
+        sgit, "fsck", "--unreachable", "--no-reflogs", "--no-progress").splitlines())
+    wrap = tmp / "bin"
+    wrap.mkdir(parents=True)
+    (wrap / "git").write_text(GIT_AT_STATE.format(real=shutil.which("git")))
+    (wrap / "git").chmod(0o755)
+    return {**os.environ, "PATH": f"{wrap}:{os.environ['PATH']}", "AT_STATE": state,
+            "AT_ACTION": action, "AT_HIT": str(tmp / "hit"), "AT_GO": str(tmp / "go"),
+            "AT_STORE": str(sgit), "AT_MAIN": main, "AT_OLD": now[main],
+            "AT_ANNEX": now.get("refs/heads/git-annex", ""),
+            "AT_JOBS": str(sum(r.startswith("refs/heads/job-") for r in now)),
+            "AT_UNREACHABLE": str(unreachable)}
 
 
 def is_complete_merge(sgit: Path, old: str, main: str, tips: dict[str, str]) -> bool:
@@ -308,16 +330,8 @@ def test_merge_killed_leaves_old_or_new_main_and_rerun_completes(contention, tmp
     tips = {r[len("refs/heads/job-"):]: sha for r, sha in snap["store"].items()
             if r.startswith("refs/heads/job-")}
     assert len(tips) == N_SUBJECTS
-    wrap = tmp_path / "bin"
-    wrap.mkdir()
-    real = shutil.which("git")
-    (wrap / "git").write_text(GIT_KILLER.format(real=real))
-    (wrap / "git").chmod(0o755)
+    env = merge_at_state(ana, tmp_path, when)
     hit = tmp_path / "hit"
-    env = {**os.environ, "PATH": f"{wrap}:{os.environ['PATH']}", "KILL_STATE": when,
-           "KILL_HIT": str(hit), "KILL_STORE": str(sgit), "KILL_MAIN": f"refs/heads/{branch}",
-           "KILL_OLD": old, "KILL_ANNEX": snap["store"]["refs/heads/git-annex"],
-           "KILL_JOBS": str(len(tips)), "KILL_UNREACHABLE": str(unreachable_commits(sgit))}
     proc = subprocess.run([str(BIN / "fairbig"), "merge"], cwd=ana, env=env,
                           capture_output=True, text=True, start_new_session=True, timeout=300)
     assert hit.exists(), f"the store never got to '{when}':\n{proc.stdout}{proc.stderr}"
