@@ -37,7 +37,7 @@ def analysis_of(ctx: click.Context) -> Analysis:
 
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, object], None]:
     """Store a global option in the shared context object; given again after the
-    subcommand (``fairbig status -C DIR --debug``), the later value wins."""
+    subcommand (``fairbig -C A status -C B``), the later value wins."""
     def callback(ctx: click.Context, _: click.Parameter, value: object) -> None:
         obj = ctx.ensure_object(dict)
         if value or key not in obj:
@@ -50,8 +50,9 @@ def global_options() -> list[click.Parameter]:
     return [click.Option(["-C", "directory"], type=click.Path(path_type=Path), default=None,
                          expose_value=False, callback=_remember("dir"),
                          help="analysis dataset (default: the current directory)"),
+            # read by main() from the argument list, before click parses anything
             click.Option(["--debug"], is_flag=True, expose_value=False,
-                         callback=_remember("debug"), help="show tracebacks of errors")]
+                         help="show tracebacks of errors")]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},

@@ -1,13 +1,22 @@
-"""``fairbig.yaml``: typed, validated up front, comments kept on rewrite."""
+"""``fairbig.yaml``: typed, validated up front, comments kept on rewrite.
+
+Each setting is declared once, below, with its default and its help text
+(``field(metadata={"help": …})``, the pattern of Snakemake's executor plugins);
+:func:`default_text` writes the commented file ``fairbig init`` starts from out of
+those declarations, so a new setting is documented where it is defined.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,64 +25,94 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
+from .stores import LOCAL_SCHEME, local_root
 
 CONFIG_NAME = "fairbig.yaml"
+BACKENDS = ("local", "slurm", "htcondor")
+LAYOUTS = ("auto", "ukb", "bids")
+JOB_UNITS = ("subject", "session")
+COMMAND_PLACEHOLDERS = ("job", "subject", "session", "input_dir", "output_dir")
+DATALAD_PLACEHOLDERS = ("inputs", "outputs")  # datalad run fills these itself
+
+
+def setting(default: Any, help: str) -> Any:
+    """A field with its default and the comment written above it in ``fairbig.yaml``;
+    a list default or a section (a dataclass) becomes a fresh copy per instance."""
+    meta = {"help": help}
+    if isinstance(default, type):
+        return field(default_factory=default, metadata=meta)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class StoresConfig:
-    input: str = ""
-    output: str = ""
+    input: str = setting("", "Where jobs clone this analysis dataset from.")
+    output: str = setting("", "Where results go: job branches and encrypted annexed content.")
 
 
 @dataclass
 class EncryptionConfig:
-    keys: list[str] = field(default_factory=list)
-    mode: str = "sharedpubkey"
+    keys: list[str] = setting([], "GPG key fingerprint(s) of the lab. Jobs encrypt with the"
+                              " public key only; reading results needs the secret key. File"
+                              " names and history stay readable.")
+    mode: str = setting("sharedpubkey", "git-annex encryption scheme: only sharedpubkey"
+                        " (jobs need no secret key) is supported.")
 
 
 @dataclass
 class InputsConfig:
-    path: str = "inputs/data"
-    layout: str = "auto"
-    by: str = "subject"
-    only: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
+    path: str = setting("inputs/data", "The input dataset (a subdataset of this dataset).")
+    layout: str = setting("auto", "auto (detected) | ukb (one subdataset per subject) |"
+                          " bids (sub-*/[ses-*/] folders)")
+    by: str = setting("subject", "One job per subject, or per subject and session"
+                      f" ({' | '.join(JOB_UNITS)}).")
+    only: list[str] = setting([], "Plan only these subject or job IDs ([] = all)."
+                              " `fairbig plan --by/--only/--exclude` set by, only and"
+                              " exclude, `fairbig plan --all` clears only and exclude;"
+                              " a plain `fairbig plan` plans what they select.")
+    exclude: list[str] = setting([], "Leave out these subject or job IDs.")
 
 
 @dataclass
 class JobConfig:
-    workdir: str = ""
-    env_setup: list[str] = field(default_factory=list)
-    push_lock_timeout: int = 3600
+    workdir: str = setting("", "Node-local directory for the ephemeral clones"
+                           " (\"\" = $TMPDIR or /tmp).")
+    env_setup: list[str] = setting([], "Shell lines run first in every job, e.g."
+                                   " \"module load datalad\".")
+    push_lock_timeout: int = setting(3600, "Seconds a job waits for the output store's push"
+                                     " lock before it fails (it logs who holds the lock"
+                                     " after a short wait).")
 
 
 @dataclass
 class LocalConfig:
-    jobs: int = 0
+    jobs: int = setting(0, "Jobs at once (0 = one per core).")
 
 
 @dataclass
 class SlurmConfig:
-    partition: str = ""
-    account: str = ""
-    qos: str = ""
-    time: str = "01:00:00"
-    mem: str = "4G"
-    cpus: int = 1
-    throttle: int = 0
-    extra: list[str] = field(default_factory=list)
+    partition: str = setting("", "Partition (#SBATCH --partition; \"\" = the cluster's"
+                             " default).")
+    account: str = setting("", "Account charged (#SBATCH --account; \"\" = your default).")
+    qos: str = setting("", "Quality of service (#SBATCH --qos; \"\" = the default).")
+    time: str = setting("01:00:00", "Time limit of each job, e.g. 01:00:00 or 1-00:00.")
+    mem: str = setting("4G", "Memory of each job, e.g. 4G.")
+    cpus: int = setting(1, "CPUs of each job (#SBATCH --cpus-per-task).")
+    throttle: int = setting(0, "Array concurrency limit (%N), 0 = none.")
+    extra: list[str] = setting([], "Extra header lines, each \"#SBATCH --option=value\".")
 
 
 @dataclass
 class HTCondorConfig:
-    request_cpus: int = 1
-    request_memory: str = "4GB"
-    request_disk: str = "4GB"
-    maxjobs: int = 0
-    maxidle: int = 0
-    retry: int = 0
-    extra: list[str] = field(default_factory=list)
+    request_cpus: int = setting(1, "CPUs of each job.")
+    request_memory: str = setting("4GB", "Memory of each job, e.g. 4GB.")
+    request_disk: str = setting("4GB", "Scratch disk of each job, e.g. 4GB.")
+    maxjobs: int = setting(0, "DAGMan limit of jobs in the queue at once (0 = none).")
+    maxidle: int = setting(0, "DAGMan limit of idle jobs (0 = none).")
+    retry: int = setting(0, "Times DAGMan retries a failed job (0 = none).")
+    extra: list[str] = setting([], "Extra submit lines, each \"key = value\".")
 
 
 RUNTIMES = ("bwrap", "apptainer", "singularity", "podman", "docker")
@@ -119,31 +158,40 @@ class RuntimeConfig:
 
 @dataclass
 class BackendConfig:
-    name: str = "local"
-    local: LocalConfig = field(default_factory=LocalConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-    htcondor: HTCondorConfig = field(default_factory=HTCondorConfig)
+    name: str = setting("local", f"Where jobs run: {' | '.join(BACKENDS)}.")
+    local: LocalConfig = setting(LocalConfig, "Jobs as processes on this machine.")
+    slurm: SlurmConfig = setting(SlurmConfig, "SLURM: one job array per submission.")
+    htcondor: HTCondorConfig = setting(HTCondorConfig, "HTCondor: one DAG per submission.")
 
 
 @dataclass
 class Config:
-    stores: StoresConfig = field(default_factory=StoresConfig)
-    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
-    inputs: InputsConfig = field(default_factory=InputsConfig)
-    container: str = ""
-    command: str = ""
-    results: str = "results"
-    job: JobConfig = field(default_factory=JobConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
+    stores: StoresConfig = setting(StoresConfig, "The RIA stores, each a ria+file:///path"
+                                   " URL on a file system every job node shares.")
+    encryption: EncryptionConfig = setting(EncryptionConfig, "How results are encrypted in"
+                                           " the output store.")
+    inputs: InputsConfig = setting(InputsConfig, "What is processed: the input dataset and"
+                                   " the IDs a plain `fairbig plan` plans.")
+    container: str = setting("", "Container to run the pipeline in (datalad-container name,"
+                             " with its dataset).")
+    command: str = setting("", "The pipeline call, run inside the container from the dataset"
+                           " root. Placeholders: "
+                           + " ".join(f"{{{p}}}" for p in COMMAND_PLACEHOLDERS)
+                           + ", and datalad's "
+                           + " ".join(f"{{{p}}}" for p in DATALAD_PLACEHOLDERS) + ".")
+    results: str = setting("results", "Results go below this folder, one folder per job.")
+    job: JobConfig = setting(JobConfig, "How every job runs, whatever the backend.")
+    runtime: RuntimeConfig = setting(RuntimeConfig, "How the container runs on the nodes:"
+                                     " runtime, binds, environment, GPUs.")
+    backend: BackendConfig = setting(BackendConfig, "Where jobs run, and each backend's"
+                                     " settings.")
 
 
-BACKENDS = ("local", "slurm", "htcondor")
 _FPR_RE = re.compile(r"^[0-9A-Fa-f]{16}([0-9A-Fa-f]{24})?$")
 _SLURM_TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*[KMGT]?i?B?$", re.IGNORECASE)
 _SAFE_WORD_RE = re.compile(r"^[A-Za-z0-9._,=:@+-]*$")
-_PLACEHOLDERS = {"job", "subject", "session", "input_dir", "output_dir", "inputs", "outputs"}
+_PLACEHOLDERS = {*COMMAND_PLACEHOLDERS, *DATALAD_PLACEHOLDERS}
 
 
 def _convert(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
@@ -198,9 +246,11 @@ def validate(cfg: Config) -> list[str]:
     for name in ("input", "output"):
         url = getattr(cfg.stores, name)
         if not url:
-            p.append(f"stores.{name} is missing (a ria+file:// or ria+ssh:// URL)")
-        elif not url.startswith(("ria+file://", "ria+ssh://", "ria+http://", "ria+https://")):
-            p.append(f"stores.{name} '{url}' is not a RIA URL (expected ria+file:///path)")
+            p.append(f"stores.{name} is missing (a {LOCAL_SCHEME}/absolute/path URL)")
+        elif local_root(url) is None:
+            p.append(f"stores.{name} '{url}' is not a {LOCAL_SCHEME}/absolute/path URL"
+                     " (fairbig reads and writes stores directly: ria+ssh and ria+http stores"
+                     " are not supported)")
     if cfg.encryption.mode != "sharedpubkey":
         p.append(f"encryption.mode '{cfg.encryption.mode}' is not supported"
                  " (only 'sharedpubkey' keeps results unreadable without the lab's key)")
@@ -211,10 +261,10 @@ def validate(cfg: Config) -> list[str]:
     for name, val in (("inputs.path", cfg.inputs.path), ("results", cfg.results)):
         if problem := path_problem(val):
             p.append(f"{name} '{val}' {problem}")
-    if cfg.inputs.layout not in ("auto", "ukb", "bids"):
-        p.append(f"inputs.layout '{cfg.inputs.layout}' must be auto, ukb or bids")
-    if cfg.inputs.by not in ("subject", "session"):
-        p.append(f"inputs.by '{cfg.inputs.by}' must be subject or session")
+    if cfg.inputs.layout not in LAYOUTS:
+        p.append(f"inputs.layout '{cfg.inputs.layout}' must be one of {', '.join(LAYOUTS)}")
+    if cfg.inputs.by not in JOB_UNITS:
+        p.append(f"inputs.by '{cfg.inputs.by}' must be one of {', '.join(JOB_UNITS)}")
     if not cfg.container or path_problem(cfg.container):
         p.append(f"container '{cfg.container}' must name a container, e.g. containers/ukb-mini")
     p += _command_problems(cfg.command)
@@ -366,106 +416,61 @@ def yaml_problem(exc: Exception) -> str:
     return where
 
 
-DEFAULT_TEXT = """\
+_HEADER = """\
 # fairbig configuration of this analysis dataset.
 # Edit, then run `fairbig check`. Reference: README.md, "Configuration".
-
-stores:
-  # Where jobs clone this analysis dataset from (a RIA store).
-  input: ""
-  # Where results go: job branches and encrypted annexed content.
-  output: ""
-
-encryption:
-  # GPG key fingerprint(s) of the lab. Jobs encrypt with the public key only;
-  # reading results needs the secret key. File names and history stay readable.
-  keys: []
-  mode: sharedpubkey
-
-inputs:
-  # The input dataset (a subdataset of this dataset).
-  path: inputs/data
-  # auto | ukb (one subdataset per subject) | bids (sub-*/[ses-*/] folders)
-  layout: auto
-  # One job per subject, or per subject and session.
-  by: subject
-  # Plan only these subject or job IDs ([] = all), and leave out these.
-  # `fairbig plan --by/--only/--exclude` set them, `fairbig plan --all` clears
-  # only and exclude; a plain `fairbig plan` plans what they select.
-  only: []
-  exclude: []
-
-# Container to run the pipeline in (datalad-container name, with its dataset).
-container: ""
-
-# The pipeline call, run inside the container from the dataset root.
-# Placeholders: {job} {subject} {session} {input_dir} {output_dir}, and
-# datalad's {inputs} {outputs}.
-command: ""
-
-# Results go below this folder, one folder per job.
-results: results
-
-job:
-  # Node-local directory for the ephemeral clones ("" = $TMPDIR or /tmp).
-  workdir: ""
-  # Shell lines run first in every job, e.g. "module load datalad".
-  env_setup: []
-  # Seconds a job waits for the output store's push lock before it fails
-  # (it logs who holds the lock after a short wait).
-  push_lock_timeout: 3600
-
-runtime:
-  # How the container runs (node-specific; never part of a run record).
-  # auto (apptainer, singularity, bwrap, podman: the first found on the node)
-  # or one of bwrap, apptainer, singularity, podman, docker.
-  name: auto
-  # Host paths made visible inside, each HOST[:CONTAINER][:ro|rw] (absolute
-  # paths, read-only unless :rw), e.g. /opt/fs/license.txt:/license.txt.
-  binds: []
-  # Variables passed in besides PATH, HOME=/tmp, LANG=C and FAIRBIG_PIPELINE_*:
-  # NAME (its value on the node) or NAME=VALUE.
-  env: []
-  # GPUs per job (0 = none): asks the scheduler for them (--gres=gpu:N,
-  # request_gpus) and gives them to the container (--nv, --device ...).
-  gpus: 0
-  gpu_vendor: nvidia
-  # Extra options per runtime, one word each, for what fairbig does not model.
-  args:
-    bwrap: []
-    apptainer: []
-    singularity: []
-    podman: []
-    docker: []
-
-backend:
-  # local | slurm | htcondor
-  name: local
-  local:
-    # Jobs at once (0 = one per core).
-    jobs: 0
-  slurm:
-    partition: ""
-    account: ""
-    qos: ""
-    time: "01:00:00"
-    mem: 4G
-    cpus: 1
-    # Array concurrency limit (%N), 0 = none.
-    throttle: 0
-    # Extra header lines, each "#SBATCH --option=value".
-    extra: []
-  htcondor:
-    request_cpus: 1
-    request_memory: 4GB
-    request_disk: 4GB
-    # DAGMan throttles and retries (0 = none).
-    maxjobs: 0
-    maxidle: 0
-    retry: 0
-    # Extra submit lines, each "key = value".
-    extra: []
 """
+_YAML11_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
+
+
+def _plain_ok(text: str) -> bool:
+    """Written unquoted only when every YAML reader (1.1 ones too, which read
+    ``01:00:00`` as a number and ``no`` as false) gets the same string back."""
+    return (re.fullmatch(r"[A-Za-z0-9_./][A-Za-z0-9_./+-]*", text) is not None
+            and text.lower() not in _YAML11_WORDS
+            and YAML(typ="safe", pure=True).load(text) == text)
+
+
+def _inline(value: Any) -> str:
+    """``value`` as the YAML of one line: a scalar or a flow list/mapping."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_inline(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_inline(str(k))}: {_inline(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    return text if _plain_ok(text) else json.dumps(text)
+
+
+def _section_lines(cls: type, indent: str) -> list[str]:
+    lines: list[str] = []
+    for f in dataclasses.fields(cls):
+        if not indent and lines:
+            lines.append("")  # top-level settings are separated by a blank line
+        help_text = f.metadata.get("help", "")
+        lines += textwrap.wrap(help_text, 88 - len(indent), initial_indent=indent + "# ",
+                               subsequent_indent=indent + "# ", break_on_hyphens=False,
+                               break_long_words=False)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+            else f.default
+        if dataclasses.is_dataclass(default):
+            lines.append(f"{indent}{f.name}:")
+            lines += _section_lines(type(default), indent + "  ")
+        else:
+            lines.append(f"{indent}{f.name}: {_inline(default)}")
+    return lines
+
+
+@cache
+def default_text() -> str:
+    """The commented ``fairbig.yaml`` of the defaults, written from the dataclasses above:
+    every setting at its default with its help text as the comment above it."""
+    return _HEADER + "\n" + "\n".join(_section_lines(Config, "")) + "\n"
 
 
 def _set_path(doc: CommentedMap, dotted: str, value: Any) -> None:
@@ -490,10 +495,11 @@ def flow_list(values: list[str]) -> CommentedSeq:
     return seq
 
 
-def render(updates: dict[str, Any], base_text: str = DEFAULT_TEXT) -> str:
-    """YAML text of ``base_text`` with dotted-key ``updates`` applied, comments kept."""
+def render(updates: dict[str, Any], base_text: str = "") -> str:
+    """YAML text of ``base_text`` (default: :func:`default_text`) with dotted-key
+    ``updates`` applied, comments kept."""
     y = _yaml()
-    doc = y.load(base_text)
+    doc = y.load(base_text or default_text())
     for key, value in updates.items():
         _set_path(doc, key, value)
     buf = io.StringIO()
@@ -510,6 +516,3 @@ def update_file(path: Path, updates: dict[str, Any]) -> Config:
     tmp.replace(path)
     return cfg
 
-
-def as_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

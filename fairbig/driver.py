@@ -25,7 +25,6 @@ from .states import classify
 from .storeview import BRANCH_PREFIX, read_finished
 
 DRIVER_SUFFIX = "driver"   # run directory of the job body drivers use: runs/<commit12>-driver
-FINISHED = ("done", "merged")
 FAN_IN = 32                # markers per aggregate job: keeps every printed line a few KB
 
 

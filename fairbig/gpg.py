@@ -13,7 +13,6 @@ class KeyInfo:
     fingerprint: str
     uid: str
     has_secret: bool
-    can_encrypt: bool
 
 
 def key_info(keyid: str) -> KeyInfo:
@@ -22,17 +21,15 @@ def key_info(keyid: str) -> KeyInfo:
     if pub.returncode != 0:
         raise FairbigError(f"GPG key '{keyid}' is not in your keyring",
                            "import the lab's public key with 'gpg --import' or check GNUPGHOME")
-    fpr, uid, caps = "", "", ""
+    fpr, uid = "", ""
     for line in pub.stdout.splitlines():
         f = line.split(":")
-        if f[0] == "pub" and not caps:
-            caps = f[11] if len(f) > 11 else ""
-        elif f[0] == "fpr" and not fpr:
+        if f[0] == "fpr" and not fpr:
             fpr = f[9]
         elif f[0] == "uid" and not uid:
             uid = f[9]
     sec = run(["gpg", "--batch", "--with-colons", "--list-secret-keys", fpr], check=False)
-    return KeyInfo(fpr, uid, sec.returncode == 0, "E" in caps)
+    return KeyInfo(fpr, uid, sec.returncode == 0)
 
 
 def export_public(fingerprints: list[str]) -> str:

@@ -37,16 +37,6 @@ def path_problem(value: str) -> str | None:
     return None
 
 
-def check_job_ids(values: list[str], what: str = "subject ID") -> None:
-    """Refuse a list containing bad IDs, naming all of them at once."""
-    bad = [v for v in values if job_id_problem(v)]
-    if bad:
-        shown = ", ".join(repr(b) for b in bad[:10]) + (" …" if len(bad) > 10 else "")
-        raise FairbigError(
-            f"{len(bad)} invalid {what}(s): {shown}: {job_id_problem(bad[0])}",
-            "rename them in the input dataset or leave them out with --exclude")
-
-
 def require_planned(values: Iterable[str], planned: set[str]) -> None:
     """Refuse IDs that are unsafe or not in the plan, naming them: a command acting on
     "these jobs" must not quietly act on none."""

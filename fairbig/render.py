@@ -8,7 +8,7 @@ producing a script that does something else.
 from __future__ import annotations
 
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -37,12 +37,6 @@ class JobContext:
     container_env: tuple[tuple[str, str], ...] = ()
     run_id: str = ""  # the submission's run directory name, marks each attempt's log
     header: str = ""
-
-
-@dataclass(frozen=True)
-class Rendered:
-    text: str
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @cache

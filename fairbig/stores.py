@@ -16,6 +16,7 @@ from .errors import FairbigError
 from .proc import run
 
 STORAGE_SUFFIX = "-storage"
+LOCAL_SCHEME = "ria+file://"
 LOCK_NAME = "fairbig-push.lock"
 MERGE_LOCK_NAME = "fairbig-merge.lock"
 
@@ -28,12 +29,12 @@ class RiaStore:
 
     @property
     def root(self) -> Path:
-        parsed = urlparse(self.url[len("ria+"):])
-        if parsed.scheme != "file":
+        root = local_root(self.url)
+        if root is None:
             raise FairbigError(f"store '{self.url}' is not on this file system",
-                               "fairbig reads stores directly: use a ria+file:// URL on a"
-                               " shared file system")
-        return Path(parsed.path)
+                               f"fairbig reads stores directly: use a {LOCAL_SCHEME}/path URL"
+                               " on a shared file system")
+        return root
 
     def dataset_dir(self, dsid: str) -> Path:
         return self.root / dsid[:3] / dsid[3:]
@@ -97,6 +98,18 @@ def waiting_for(lock: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def local_root(url: str) -> Path | None:
+    """The directory of a ``ria+file:///path`` store; None for any other URL. fairbig
+    reads, locks and writes its stores directly (and so do the jobs), so ``ria+ssh``
+    and ``ria+http`` stores, which datalad itself could clone from, are not usable."""
+    if not url.startswith(LOCAL_SCHEME):
+        return None
+    parsed = urlparse(url.removeprefix("ria+"))
+    if parsed.netloc not in ("", "localhost"):  # ria+file://dir/x would mean /x
+        return None
+    return Path(parsed.path) if parsed.path.startswith("/") else None
 
 
 def parse_store(url: str, what: str, writable: bool = True) -> RiaStore:

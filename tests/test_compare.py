@@ -282,11 +282,19 @@ def test_pure_compare_units_and_json():
     assert compare(a, b, unit_depth=2).units == {
         "results/README": IDENTICAL, "results/j1/x": IDENTICAL, "results/j1/y": IDENTICAL,
         "results/j2/ses-1": IDENTICAL, "results/j2/ses-2": DIFFERS}
-    data = comp.to_json()
-    assert data == {"identical": False, "summary": comp.summary, "units": comp.units,
-                    "files": {"results/j2/ses-2/x": DIFFERS}}
-    assert list(comp.to_json(all_files=True)["files"]) == sorted(a)
-    assert comp.file_statuses() == comp.files
+    assert comp.to_json() == {
+        "identical": False,
+        "summary": {"units": {IDENTICAL: 2, DIFFERS: 1, UNDECIDABLE: 0, ONLY_A: 0, ONLY_B: 0},
+                    "files": {IDENTICAL: 4, DIFFERS: 1, UNDECIDABLE: 0, ONLY_A: 0, ONLY_B: 0}},
+        "units": {"results/README": IDENTICAL, "results/j1": IDENTICAL, "results/j2": DIFFERS},
+        "files": {"results/j2/ses-2/x": DIFFERS}}
+    # every file, the identical ones too, and those on one side only, sorted by path
+    c = {k: v for k, v in b.items() if k != "results/j1/y"} | {"results/j0/z": K1}
+    files = compare(a, c).to_json(all_files=True)["files"]
+    assert files == {
+        "results/README": IDENTICAL, "results/j0/z": ONLY_B, "results/j1/x": IDENTICAL,
+        "results/j1/y": ONLY_A, "results/j2/ses-1/x": IDENTICAL, "results/j2/ses-2/x": DIFFERS}
+    assert list(files) == sorted(files)
     with pytest.raises(ValueError, match="unit_depth must be at least 1"):
         compare(a, b, unit_depth=0)
 

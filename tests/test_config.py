@@ -1,3 +1,5 @@
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,8 @@ def test_all_problems_reported_at_once():
                                                           "extra": ["#SBATCH --x; rm -rf /"]}},
                      "command": "run {nope}"})
     msg = str(exc.value)
-    for part in ("unknown setting 'bogus'", "stores.input 'http://x' is not a RIA URL",
+    for part in ("unknown setting 'bogus'",
+                 "stores.input 'http://x' is not a ria+file:///absolute/path URL",
                  "backend.slurm.cpus must be a whole number", "backend.name 'pbs'",
                  "backend.slurm.extra[0]", "unknown placeholder(s) {nope}",
                  "stores.output is missing", "encryption.keys is empty"):
@@ -50,3 +53,57 @@ def test_load_reports_bad_yaml(tmp_path: Path):
     path.write_text("stores: [unclosed\n")
     with pytest.raises(Exception, match="is not valid YAML"):
         c.load(path)
+
+
+def test_default_file_loads_back_to_the_defaults():
+    assert c.from_partial(c.default_text()) == c.Config()
+    assert c.render({}) == c.default_text()
+
+
+def settings(cls: type, prefix: str = "") -> dict[str, str]:
+    """``dotted.name -> help`` of every setting of ``cls``, sections included."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        out[prefix + f.name] = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(hints[f.name]):
+            out |= settings(hints[f.name], f"{prefix}{f.name}.")
+    return out
+
+
+def documented(text: str) -> dict[str, str]:
+    """``dotted.name -> the comment right above it`` for every key of a YAML text
+    written one key per line (read as text, not through the generator's code)."""
+    out, path, comment = {}, [], []
+    for line in text.splitlines():
+        body = line.lstrip()
+        depth = (len(line) - len(body)) // 2
+        if body.startswith("#"):
+            comment.append(body[1:].strip())
+        elif body:
+            key = body.split(":", 1)[0]
+            path[depth:] = [key]
+            out[".".join(path)] = " ".join(comment)
+            comment = []
+        else:
+            comment = []
+    return out
+
+
+def test_default_file_documents_every_setting():
+    expected = settings(c.Config)
+    assert len(expected) >= 40 and all(expected.values()), \
+        [name for name, help_text in expected.items() if not help_text]
+    assert documented(c.default_text()) == expected
+
+
+@pytest.mark.parametrize("url", ["ria+ssh://host/srv/store", "ria+http://host/store",
+                                 "ria+https://host/store", "ria+file://relative/store",
+                                 "/srv/store"])
+def test_stores_fairbig_cannot_use_are_refused_in_one_line(url: str):
+    data = c._yaml().load(c.render(GOOD | {"stores.input": url}))
+    with pytest.raises(ConfigError) as exc:
+        c.from_data(data)
+    assert exc.value.problems == [
+        f"stores.input '{url}' is not a ria+file:///absolute/path URL (fairbig reads and writes"
+        " stores directly: ria+ssh and ria+http stores are not supported)"]

@@ -240,27 +240,62 @@ def stale_locks(root: Path) -> list[str]:
 
 # ---------------------------------------------------------------- 7. merge safety
 
-GIT_KILLER = """#!/bin/sh
-# In front of git for one `fairbig merge`: SIGKILL its whole process group when a
-# git call matches $KILL_MATCH (before running it, or after with KILL_WHEN=after).
-case " $* " in
-*"$KILL_MATCH"*)
-    if [ "$KILL_WHEN" = after ]; then {real} "$@"; fi
-    touch "$KILL_HIT"
-    kill -KILL 0
-    sleep 10 ;;
-esac
-exec {real} "$@"
+GIT_AT_STATE = """#!/bin/sh
+# In front of git for one `fairbig merge`: after each git call, once the output store shows
+# what $AT_STATE names, kill the merge (SIGKILL its process group) or hold it until $AT_GO
+# exists ($AT_ACTION). Matched on what the merge has done to the store, not on how it
+# words its git calls.
+{real} "$@"
+rc=$?
+[ -e "$AT_HIT" ] && exit $rc
+s=$AT_STORE
+main=$({real} --git-dir="$s" rev-parse -q --verify "$AT_MAIN")
+case $AT_STATE in
+written)  # a commit the store's refs do not reach yet: the merge, unpublished
+    [ "$main" = "$AT_OLD" ] && [ "$({real} --git-dir="$s" fsck --unreachable --no-reflogs \\
+        --no-progress 2>/dev/null | grep -c '^unreachable commit')" -gt "$AT_UNREACHABLE" ] ;;
+moved) [ "$main" != "$AT_OLD" ] ;;
+annex-pushed) [ "$main" != "$AT_OLD" ] && [ "$({real} --git-dir="$s" rev-parse -q --verify \\
+    refs/heads/git-annex)" != "$AT_ANNEX" ] ;;
+pruned) [ "$main" != "$AT_OLD" ] && [ "$({real} --git-dir="$s" for-each-ref \\
+    'refs/heads/job-*' | wc -l)" -lt "$AT_JOBS" ] ;;
+*) false ;;
+esac || exit $rc
+touch "$AT_HIT"
+if [ "$AT_ACTION" = hold ]; then
+    while [ ! -e "$AT_GO" ]; do sleep 0.1; done
+    exit $rc
+fi
+kill -KILL 0
+sleep 10
 """
 
-MERGE_KILLS = [  # (git call, before/after it, where main must be: old or new)
-    ("hash-object -t commit", "before", "old"),
-    ("update-ref refs/heads/MAIN", "before", "old"),
-    ("update-ref refs/heads/MAIN", "after", "new"),
-    ("push -q output git-annex", "before", "new"),
-    ("update-ref --stdin", "before", "new"),
-    ("pack-refs", "before", "new"),
+MERGE_KILLS = [  # (state of the output store when the merge is killed, where main must be)
+    ("written", "old"),       # the merge commit is written, main has not moved
+    ("moved", "new"),         # main moved: the one step that publishes
+    ("annex-pushed", "new"),  # the git-annex branch reached the store too
+    ("pruned", "new"),        # merged job branches deleted, refs not packed yet
 ]
+
+
+def merge_at_state(ana: Path, tmp: Path, state: str, action: str = "kill") -> dict[str, str]:
+    """Environment of a ``fairbig merge`` that a git wrapper kills or holds (until
+    ``tmp/go`` exists) once the output store reaches ``state``; ``tmp/hit`` marks it."""
+    sgit = store_git(ana)
+    main = "refs/heads/" + sh("git", "symbolic-ref", "--short", "HEAD", cwd=ana).stdout.strip()
+    now = refs(sgit)
+    unreachable = sum(line.startswith("unreachable commit") for line in git(
+        sgit, "fsck", "--unreachable", "--no-reflogs", "--no-progress").splitlines())
+    wrap = tmp / "bin"
+    wrap.mkdir(parents=True)
+    (wrap / "git").write_text(GIT_AT_STATE.format(real=shutil.which("git")))
+    (wrap / "git").chmod(0o755)
+    return {**os.environ, "PATH": f"{wrap}:{os.environ['PATH']}", "AT_STATE": state,
+            "AT_ACTION": action, "AT_HIT": str(tmp / "hit"), "AT_GO": str(tmp / "go"),
+            "AT_STORE": str(sgit), "AT_MAIN": main, "AT_OLD": now[main],
+            "AT_ANNEX": now.get("refs/heads/git-annex", ""),
+            "AT_JOBS": str(sum(r.startswith("refs/heads/job-") for r in now)),
+            "AT_UNREACHABLE": str(unreachable)}
 
 
 def is_complete_merge(sgit: Path, old: str, main: str, tips: dict[str, str]) -> bool:
@@ -283,34 +318,23 @@ def store_records_content(ana: Path, dest: Path) -> list[str]:
     return sh("git", "annex", "find", "--in", uuid, "results", cwd=dest).stdout.split()
 
 
-@pytest.mark.parametrize(("match", "when", "expect"), MERGE_KILLS,
-                         ids=[f"{w}-{m.split()[0]}{'-main' if 'MAIN' in m else ''}"
-                              f"{'-annex' if 'git-annex' in m else ''}"
-                              f"{'-delete' if 'stdin' in m else ''}"
-                              for m, w, _ in MERGE_KILLS])
+@pytest.mark.parametrize(("when", "expect"), MERGE_KILLS, ids=[w for w, _ in MERGE_KILLS])
 def test_merge_killed_leaves_old_or_new_main_and_rerun_completes(contention, tmp_path,
-                                                                 match, when, expect):
+                                                                 when, expect):
     ana = contention["ana"]
     snap = contention["premerge"]
     restore(ana, snap)
     sgit = store_git(ana)
     branch = sh("git", "symbolic-ref", "--short", "HEAD", cwd=ana).stdout.strip()
-    match = match.replace("MAIN", branch)
     old = snap["store"][f"refs/heads/{branch}"]
     tips = {r[len("refs/heads/job-"):]: sha for r, sha in snap["store"].items()
             if r.startswith("refs/heads/job-")}
     assert len(tips) == N_SUBJECTS
-    wrap = tmp_path / "bin"
-    wrap.mkdir()
-    real = shutil.which("git")
-    (wrap / "git").write_text(GIT_KILLER.format(real=real))
-    (wrap / "git").chmod(0o755)
+    env = merge_at_state(ana, tmp_path, when)
     hit = tmp_path / "hit"
-    env = {**os.environ, "PATH": f"{wrap}:{os.environ['PATH']}", "KILL_MATCH": match,
-           "KILL_WHEN": when, "KILL_HIT": str(hit)}
     proc = subprocess.run([str(BIN / "fairbig"), "merge"], cwd=ana, env=env,
                           capture_output=True, text=True, start_new_session=True, timeout=300)
-    assert hit.exists(), f"merge never ran `git {match}`:\n{proc.stdout}{proc.stderr}"
+    assert hit.exists(), f"the store never got to '{when}':\n{proc.stdout}{proc.stderr}"
     assert proc.returncode == -signal.SIGKILL
     main = git(sgit, "rev-parse", f"refs/heads/{branch}").strip()
     if expect == "old":
@@ -535,6 +559,9 @@ def test_bad_config_is_one_line_and_changes_nothing(kill_ana):
         (good + "command: [unclosed\n", ["is not valid YAML"]),
         (cfgmod.render({"command": "sh -c 'echo {nosuch}'"}, good), ["{nosuch}"]),
         (cfgmod.render({"stores.output": "/not/a/ria/url"}, good), ["stores.output"]),
+        # datalad could clone from it, fairbig's own reads and locks could not
+        (cfgmod.render({"stores.input": "ria+ssh://host/srv/store"}, good),
+         ["stores.input 'ria+ssh://host/srv/store' is not a ria+file:///absolute/path URL"]),
     ]
     try:
         for text, words in cases:

@@ -4,8 +4,6 @@ two merges at once: real jobs of the ukb-mini example, real gpg and git-annex.""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from .conftest import BIN, fairbig, init_analysis
-from .test_reliability import git, one_error_line, refs, restore, sh, snapshot, store_git
+from .test_reliability import (
+    git,
+    merge_at_state,
+    one_error_line,
+    refs,
+    restore,
+    sh,
+    snapshot,
+    store_git,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -102,33 +109,17 @@ def test_status_and_merge_dry_run_work_on_a_read_only_store(ran):
 
 # ---------------------------------------------------------------- racing merges
 
-GIT_HOLD = """#!/bin/sh
-# In front of git for one `fairbig merge`: hold the call matching $HOLD_MATCH until
-# $HOLD_GO exists (the merge has computed everything and is about to publish).
-case " $* " in
-*"$HOLD_MATCH"*)
-    touch "$HOLD_HIT"
-    while [ ! -e "$HOLD_GO" ]; do sleep 0.1; done ;;
-esac
-exec {real} "$@"
-"""
-
-
 def held_merge(ana: Path, tmp: Path) -> tuple[subprocess.Popen, Path, Path]:
-    """A ``fairbig merge`` held just before it moves main; returns it, its hit and go files."""
-    wrap = tmp / "bin"
-    wrap.mkdir(parents=True)
-    (wrap / "git").write_text(GIT_HOLD.format(real=shutil.which("git")))
-    (wrap / "git").chmod(0o755)
+    """A ``fairbig merge`` held once its merge commit is written, before main moves;
+    returns it, its hit and go files."""
+    env = merge_at_state(ana, tmp, "written", "hold")
     hit, go = tmp / "hit", tmp / "go"
-    env = {**os.environ, "PATH": f"{wrap}:{os.environ['PATH']}", "HOLD_GO": str(go),
-           "HOLD_MATCH": f"update-ref refs/heads/{branch_of(ana)} ", "HOLD_HIT": str(hit)}
     proc = subprocess.Popen([str(BIN / "fairbig"), "merge"], cwd=ana, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not hit.exists():
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the merge never reached update-ref"
+        assert time.monotonic() < deadline, "the merge never wrote its commit"
         time.sleep(0.2)
     return proc, hit, go
 

@@ -319,9 +319,6 @@ class Comparison:
         out.update(self.differences)
         return dict(sorted(out.items()))
 
-    def file_statuses(self) -> dict[str, str]:
-        return self.files
-
     def to_json(self, all_files: bool = False) -> dict:
         """Summary, every unit, and the non-identical files (all of them with ``all_files``)."""
         return {"identical": self.identical, "summary": self.summary,

@@ -57,7 +57,6 @@ WFRUN_CONTEXT = "https://w3id.org/ro/terms/workflow-run/context"
 CONTEXT = [f"{RO_CRATE}/context", WFRUN_CONTEXT]
 PROFILE = "https://w3id.org/ro/wfrun/process/0.5"
 PLAN_FILE = ".fairbig/plan.tsv"
-PUBKEY_FILE = ".fairbig/lab-pubkey.asc"
 ANALYSIS_ID = "#analysis-dataset"
 INPUTS_ID = "#input-dataset"
 CONTAINER_DS_ID = "#container-dataset"

@@ -135,7 +135,7 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
         "command": opts.command, "inputs.layout": opts.layout, "inputs.by": opts.by,
         "backend.name": opts.backend,
     }
-    cfg_text = cfgmod.render(settings, opts.base_config or cfgmod.DEFAULT_TEXT)
+    cfg_text = cfgmod.render(settings, opts.base_config)
     cfgmod.from_data(cfgmod._yaml().load(cfg_text), "the given options")  # validate up front
     for code in opts.code:
         if not code.exists():

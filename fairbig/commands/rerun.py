@@ -124,7 +124,7 @@ def verdicts(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
     comp = compare(before, after)
     names = {"identical": "identical", "differs": "differs", "undecidable": "differs",
              "only-in-A": "missing", "only-in-B": "extra"}
-    return {path: names[status] for path, status in comp.file_statuses().items()}
+    return {path: names[status] for path, status in comp.files.items()}
 
 
 def sample(ids: list[str], n: int, seed: int) -> list[str]:
