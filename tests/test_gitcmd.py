@@ -201,7 +201,7 @@ def test_a_failing_stream_raises_git_error_with_stderr(awkward: Path):
 
 def test_stream_does_not_deadlock_on_large_input_and_output(awkward: Path):
     """Megabytes in and out of one process: a write-all-then-read runner blocks forever
-    once both pipes are full."""
+    once both pipes (64 kB each) are full."""
     (blob,) = gitcmd.ls_tree(awkward, "HEAD", "a b.txt")
-    objects = list(gitcmd.cat_file(awkward, [blob.sha] * 5_000))    # 200 kB in, 450 kB out: pipes hold 64 kB
+    objects = list(gitcmd.cat_file(awkward, [blob.sha] * 5_000))  # 200 kB in, 450 kB out
     assert len(objects) == 5_000 and objects[-1].data == b"a b.txt"
