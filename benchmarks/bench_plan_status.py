@@ -78,7 +78,7 @@ def main() -> int:
         finished = read_finished(store, "master")
         plan_s = time.perf_counter() - t0
 
-        state_dir, log_dir = base / "state", base / "logs"
+        state_dir = base / "state"
         state_dir.mkdir()
         for i, s in enumerate(ids):
             status = "failed" if i % 100 == 0 else "done"
