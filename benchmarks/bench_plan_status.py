@@ -78,7 +78,7 @@ def main() -> int:
         finished = read_finished(store, "master")
         plan_s = time.perf_counter() - t0
 
-        state_dir, log_dir = base / "state", base / "logs"
+        state_dir = base / "state"
         state_dir.mkdir()
         for i, s in enumerate(ids):
             status = "failed" if i % 100 == 0 else "done"
@@ -89,7 +89,7 @@ def main() -> int:
 
         t0 = time.perf_counter()
         rep = report(jobs, read_finished(store, "master"), read_records(state_dir),
-                     read_submissions(base / "subs.jsonl"), {}, log_dir)
+                     read_submissions(base / "subs.jsonl"), {})
         status_s = time.perf_counter() - t0
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"subjects": args.subjects, "setup_s": round(setup, 2), "plan_s": round(plan_s, 2),

@@ -7,9 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .proc import git, run
-
-SYMLINK = "120000"
+from .gitcmd import SYMLINK, cat_file, diff_tree
+from .proc import run
 
 
 @dataclass(frozen=True)
@@ -18,45 +17,30 @@ class AnnexedFile:
     key: str
 
 
-def looks_like_key(target: str) -> bool:
-    return "/annex/objects/" in target and "--" in os.path.basename(target)
+def key_of_link(target: str) -> str:
+    """The annex key a symlink target ends in (``…/annex/objects/Xx/Yy/KEY/KEY``), or ""
+    for a link that is not into the annex."""
+    name = os.path.basename(target)
+    return name if "/annex/objects/" in target and "--" in name else ""
 
 
 def blob_texts(git_dir: Path, shas: Sequence[str]) -> list[str]:
     """Contents of many small blobs through one ``cat-file --batch``."""
-    if not shas:
-        return []
-    out = git(git_dir, "cat-file", "--batch", input="".join(f"{s}\n" for s in shas).encode(),
-              text=False).stdout
-    texts, pos = [], 0
-    for _ in shas:
-        nl = out.index(b"\n", pos)
-        size = int(out[pos:nl].split()[2])
-        texts.append(out[nl + 1: nl + 1 + size].decode(errors="replace"))
-        pos = nl + 1 + size + 1
-    return texts
+    return [o.data.decode(errors="replace") for o in cat_file(git_dir, shas)]
 
 
 def keys_of(git_dir: Path, entries: Iterable[tuple[str, str, str]]) -> list[AnnexedFile]:
     """Annexed files among ``(path, mode, blob sha)`` entries."""
     links = [(p, s) for p, m, s in entries if m == SYMLINK]
-    targets = blob_texts(git_dir, [s for _, s in links])
-    return [AnnexedFile(p, os.path.basename(t)) for (p, _), t in zip(links, targets, strict=True)
-            if looks_like_key(t)]
+    keys = map(key_of_link, blob_texts(git_dir, [s for _, s in links]))
+    return [AnnexedFile(p, k) for (p, _), k in zip(links, keys, strict=True) if k]
 
 
 def diff_entries(git_dir: Path, old: str, new: str, path: str = "") -> list[tuple[str, str, str]]:
     """Added or modified ``(path, mode, sha)`` between two commits, one process."""
-    args = ["diff-tree", "-r", "-z", "--no-renames", "--diff-filter=AM", old, new]
-    if path:
-        args += ["--", path]
-    fields = git(git_dir, *args).stdout.split("\0")
-    out = []
-    for meta, p in zip(fields[0::2], fields[1::2], strict=False):
-        parts = meta.lstrip(":").split()
-        if len(parts) >= 5:
-            out.append((p, parts[1], parts[3]))
-    return out
+    spec = ["--", path] if path else []
+    return [(d.path, d.new_mode, d.new_sha)
+            for d in diff_tree(git_dir, "--diff-filter=AM", old, new, *spec)]
 
 
 def missing_in(repo: Path, remote: str, keys: Sequence[str]) -> list[str]:

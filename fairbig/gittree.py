@@ -2,38 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from .proc import git
-
-GITLINK = "160000"
-TREE = "040000"
-
-
-@dataclass(frozen=True)
-class Entry:
-    mode: str
-    type: str
-    sha: str
-    path: str
-
-
-def ls_tree(git_dir: Path, treeish: str, path: str = "", recursive: bool = False) -> list[Entry]:
-    args = ["ls-tree", "-z", "--full-tree"] + (["-r"] if recursive else []) + [treeish]
-    if path:
-        args += ["--", path]
-    return list(parse_ls_tree(git(git_dir, *args).stdout))
-
-
-def parse_ls_tree(out: str) -> Iterator[Entry]:
-    for rec in out.split("\0"):
-        if not rec:
-            continue
-        meta, _, path = rec.partition("\t")
-        mode, typ, sha = meta.split()
-        yield Entry(mode, typ, sha, path)
+from .gitcmd import GITLINK, SYMLINK, cat_file, ls_tree
 
 
 def git_dir_of(worktree: Path) -> Path:
@@ -47,13 +18,10 @@ def git_dir_of(worktree: Path) -> Path:
 
 def gitlink(git_dir: Path, treeish: str, path: str) -> str:
     """The commit a superdataset records for the subdataset at ``path``."""
-    entries = ls_tree(git_dir, treeish, path)
+    entries = list(ls_tree(git_dir, treeish, path))
     if not entries or entries[0].mode != GITLINK:
         return ""
     return entries[0].sha
-
-
-SYMLINK = "120000"
 
 
 def symlinked_outputs(git_dir: Path, treeish: str, outputs: list[str]) -> list[tuple[str, str]]:
@@ -71,7 +39,7 @@ def symlinked_outputs(git_dir: Path, treeish: str, outputs: list[str]) -> list[t
             wanted.setdefault("/".join(parts[:i]), set()).add(parts[i])
     links: dict[str, str] = {}
     for parent, names in wanted.items():
-        for e in ls_tree(git_dir, treeish, parent + "/" if parent else ""):
+        for e in ls_tree(git_dir, treeish, *([parent + "/"] if parent else [])):
             name = e.path.rsplit("/", 1)[-1]
             if e.mode == SYMLINK and name in names:
                 links[e.path] = e.sha
@@ -82,8 +50,8 @@ def symlinked_outputs(git_dir: Path, treeish: str, outputs: list[str]) -> list[t
             prefix = "/".join(parts[:i])
             if prefix not in links:
                 continue
-            if prefix == out and "/annex/objects/" in git(git_dir, "cat-file", "blob",
-                                                           links[prefix]).stdout:
+            if prefix == out and b"/annex/objects/" in next(cat_file(git_dir,
+                                                                      [links[prefix]])).data:
                 continue
             found.append((out, prefix))
             break

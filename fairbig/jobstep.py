@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import usage
+from .gitcmd import git
 from .ids import path_problem
 from .jobstate import JobRecord
 
@@ -144,8 +145,8 @@ def superseded_by(mine: str, view: StoreView) -> str | None:
 
 
 def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True,
-                          text=True, check=False)
+    """A read of the store whose failure is an answer (no such ref or file yet)."""
+    return git(git_dir, *args, check=False)
 
 
 def _row(table: str, job_id: str) -> list[str] | None:

@@ -12,14 +12,14 @@ import difflib
 import hashlib
 import itertools
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FairbigError
-from .gittree import GITLINK, TREE, Entry, git_dir_of, gitlink, ls_tree, parse_ls_tree
+from .gitcmd import GITLINK, TREE, Entry, GitError, cat_file, git, ls_tree, parse_tree_object
+from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
-from .proc import git
 
 HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
 UKB_RECORD_RE = re.compile(r"^\d+_(\d+)_\d+(\.[A-Za-z0-9.]+)?$")
@@ -76,7 +76,7 @@ def read_layout(root: Path, inputs_path: str, layout: str, by: str,
     if not sub_git.exists():
         raise FairbigError(f"the input dataset {inputs_path} is not installed",
                            f"run 'datalad get -n {inputs_path}'")
-    top = ls_tree(sub_git, commit)
+    top = list(ls_tree(sub_git, commit))
     kind = layout if layout != "auto" else detect(top)
     if kind == "ukb":
         return _ukb_units(root, inputs_path, sub_git, top, by)
@@ -118,9 +118,10 @@ def _subject_tree(input_root: Path, sub_git: Path, link: Entry) -> list[Entry] |
     if url and store:
         candidates.append(store / url[:3] / url[3:])
     for cand in candidates:
-        res = git(cand, "ls-tree", "-z", "--full-tree", "-r", link.sha, check=False)
-        if res.returncode == 0:
-            return list(parse_ls_tree(res.stdout))
+        try:
+            return list(ls_tree(cand, link.sha, recursive=True))
+        except GitError:
+            continue
     return None
 
 
@@ -171,28 +172,8 @@ def _bids_units(sub_git: Path, top: Sequence[Entry], by: str) -> Layout:
 
 def _bids_session_trees(sub_git: Path, tree_shas: list[str]) -> list[list[Entry]]:
     """``ses-*`` folders of many subject trees in one ``cat-file --batch`` process."""
-    query = "".join(f"{s}\n" for s in tree_shas).encode()
-    out = git(sub_git, "cat-file", "--batch", input=query, text=False).stdout
-    result, pos = [], 0
-    for _ in tree_shas:
-        header_end = out.index(b"\n", pos)
-        size = int(out[pos:header_end].split()[2])
-        body = out[header_end + 1: header_end + 1 + size]
-        pos = header_end + 1 + size + 1
-        result.append([e for e in _parse_tree_object(body)
-                       if e.mode == TREE and e.path.startswith("ses-")])
-    return result
-
-
-def _parse_tree_object(body: bytes) -> Iterator[Entry]:
-    i = 0
-    while i < len(body):
-        sp = body.index(b" ", i)
-        nul = body.index(b"\0", sp)
-        mode = body[i:sp].decode().zfill(6)
-        sha = body[nul + 1: nul + 21].hex()
-        yield Entry(mode, "tree" if mode == TREE else "blob", sha, body[sp + 1: nul].decode())
-        i = nul + 21
+    return [[e for e in parse_tree_object(o.data) if e.mode == TREE and e.path.startswith("ses-")]
+            for o in cat_file(sub_git, tree_shas)]
 
 
 # ---------------------------------------------------------------- pure planning

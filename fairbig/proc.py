@@ -12,8 +12,10 @@ from .errors import CommandError
 
 def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | str | None = None,
         input: str | bytes | None = None, env: Mapping[str, str] | None = None,
-        check: bool = True, text: bool = True, hint: str = "") -> subprocess.CompletedProcess:
-    """Run ``cmd`` capturing output; raise :class:`CommandError` on failure when ``check``."""
+        check: bool = True, text: bool = True, hint: str = "",
+        error: type[CommandError] = CommandError) -> subprocess.CompletedProcess:
+    """Run ``cmd`` capturing output; raise ``error`` (a :class:`CommandError`) on failure
+    when ``check``. git goes through :mod:`fairbig.gitcmd`, which runs it here."""
     args = [os.fspath(c) for c in cmd]
     full_env = None
     if env is not None:
@@ -27,12 +29,6 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | str | None = None,
                            hint or f"install {args[0]} or put it on PATH") from exc
     if check and proc.returncode != 0:
         stderr = proc.stderr if text else proc.stderr.decode(errors="replace")
-        raise CommandError(args, proc.returncode, stderr or (proc.stdout or ""), hint)
+        raise error(args, proc.returncode, stderr or (proc.stdout or ""), hint)
     return proc
 
-
-def git(git_dir: Path | str, *args: str, input: str | bytes | None = None,
-        check: bool = True, text: bool = True) -> subprocess.CompletedProcess:
-    """Run git against a repository directory (bare or the ``.git`` of a work tree)."""
-    return run(["git", f"--git-dir={os.fspath(git_dir)}", *args], input=input,
-               check=check, text=text)

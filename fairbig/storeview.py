@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .proc import git
+from .gitcmd import for_each_ref, git
 
 BRANCH_PREFIX = "refs/heads/job-"
 MERGED_FILE = ".fairbig/merged.tsv"
@@ -29,11 +29,9 @@ class Finished:
 
 
 def read_finished(store_git: Path, branch: str) -> Finished:
-    fmt = "%(refname)%09%(objectname)%09%(contents:subject)"
-    out = git(store_git, "for-each-ref", f"--format={fmt}", BRANCH_PREFIX + "*").stdout
     branches: dict[str, tuple[str, str]] = {}
-    for line in out.splitlines():
-        ref, sha, subject = line.split("\t", 2)
+    for ref, sha, subject in for_each_ref(store_git, ("refname", "objectname", "contents:subject"),
+                                          BRANCH_PREFIX + "*"):
         m = MESSAGE_RE.search(subject)
         jid = ref[len(BRANCH_PREFIX):]
         branches[jid] = (sha, m.group(2) if m and m.group(1) == jid else "")

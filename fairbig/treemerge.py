@@ -15,18 +15,16 @@ unreachable objects behind.
 from __future__ import annotations
 
 import fnmatch
-import os
+import itertools
 import re
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CommandError
+from .gitcmd import DELETED, GITLINK, diff_tree, for_each_ref, git, missing_objects
 
-DELETED = "000000"
-GITLINK = "160000"
+FSCK_HINT = "check the output store's repository with 'git fsck'"
 WHOLE_BRANCH = "."  # Conflict.path when a whole branch is refused
 
 UNRELATED = "unrelated history"
@@ -35,14 +33,6 @@ NOT_SHARED = "written by several jobs (same content, but not a shared path)"
 OUTSIDE = "outside the job's area (allowed: {})"
 CLASH = "file/directory clash"
 BASE_CHANGED = "changed on base since the job's fork point"
-
-
-class GitError(CommandError):
-    """A git command failed; carries what ran, its exit code and its stderr."""
-
-    def __init__(self, cmd: Sequence[str], returncode: int, stderr: str) -> None:
-        super().__init__(list(cmd), returncode, stderr,
-                         "check the output store's repository with 'git fsck'")
 
 
 @dataclass(frozen=True)
@@ -92,40 +82,7 @@ class MergeComputation:
 
 def _git(git_dir: Path, *args: str, input: bytes = b"",
          env: Mapping[str, str] | None = None) -> bytes:
-    cmd = ["git", f"--git-dir={os.fspath(git_dir)}", *args]
-    proc = subprocess.run(cmd, input=input, capture_output=True, check=False,
-                          env=None if env is None else {**os.environ, **env})
-    if proc.returncode != 0:
-        raise GitError(cmd, proc.returncode, proc.stderr.decode(errors="replace"))
-    return proc.stdout
-
-
-def _fields(git_dir: Path, args: Sequence[str], input: bytes) -> Iterator[bytes]:
-    """The NUL-separated fields of a git command's output, as they arrive.
-
-    Streamed because a diff between an old fork point and base can be large.
-    Input and stderr go through temporary files so that neither pipe can fill
-    up while this side only reads stdout (a deadlock).
-    """
-    cmd = ["git", f"--git-dir={os.fspath(git_dir)}", *args]
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stderr:
-        stdin.write(input)
-        stdin.seek(0)
-        with subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr) as proc:
-            assert proc.stdout is not None
-            rest = b""
-            while chunk := proc.stdout.read(1 << 20):
-                *done, rest = (rest + chunk).split(b"\0")
-                yield from done
-            if rest:
-                yield rest
-        if proc.returncode != 0:
-            stderr.seek(0)
-            raise GitError(cmd, proc.returncode, stderr.read().decode(errors="replace"))
-
-
-def _path(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
+    return git(git_dir, *args, input=input, env=env, text=False, hint=FSCK_HINT).stdout
 
 
 def _commit_sha(git_dir: Path, rev: str) -> str:
@@ -139,14 +96,9 @@ def list_refs(git_dir: Path, prefix: str = "refs/heads/job-") -> dict[str, str]:
     prefix's directory and filtering here matches exactly what was asked.
     """
     folder = prefix[: prefix.rfind("/") + 1]
-    out = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)",
-               *([folder] if folder else []))
-    refs = {}
-    for line in out.decode().splitlines():
-        sha, ref = line.split(" ", 1)
-        if ref.startswith(prefix):
-            refs[ref] = sha
-    return refs
+    return {ref: sha for ref, sha in for_each_ref(git_dir, ("refname", "objectname"),
+                                                   *([folder] if folder else []))
+            if ref.startswith(prefix)}
 
 
 def _parents(git_dir: Path, revs: Iterable[str], *opts: str) -> dict[str, list[str]]:
@@ -202,18 +154,9 @@ def _diffs(git_dir: Path, pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[st
     stdin = "".join(f"{a} {b}\n" for a, b in pairs).encode()
     if not stdin:
         return
-    fields = _fields(git_dir, ["diff-tree", "-r", "--no-renames", "-z", "--stdin"], stdin)
-    commit, changes = "", []
-    for raw in fields:
-        if raw.startswith(b":"):
-            old_mode, new_mode, old_sha, new_sha, _status = raw[1:].decode().split(" ")
-            changes.append((_path(next(fields)), old_mode, old_sha, new_mode, new_sha))
-        elif raw:
-            if changes:
-                yield commit, changes
-            commit, changes = raw.decode(), []
-    if changes:
-        yield commit, changes
+    for commit, changes in itertools.groupby(diff_tree(git_dir, "--stdin", input=stdin),
+                                             key=lambda d: d.commit):
+        yield commit, [(d.path, d.old_mode, d.old_sha, d.new_mode, d.new_sha) for d in changes]
 
 
 def _ancestors(path: str) -> Iterator[str]:
@@ -425,9 +368,7 @@ def write_merge(git_dir: Path, base: str, comp: MergeComputation, *, chunk_size:
 def _require_objects(git_dir: Path, shas: Sequence[str]) -> None:
     if not shas:
         return
-    out = _git(git_dir, "cat-file", "--batch-check=%(objectname)",
-               input="".join(f"{s}\n" for s in shas).encode()).decode()
-    missing = [line.split()[0] for line in out.splitlines() if line.endswith(" missing")]
+    missing = missing_objects(git_dir, shas)
     if missing:
         raise ValueError(f"objects of changes not in the repository: {', '.join(missing)}")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fairbig import gitcmd
 from fairbig.commands import compare as cmp
 from fairbig.commands.compare import (
     DIFFERS,
@@ -106,13 +107,13 @@ def test_read_results_runs_one_ls_tree_and_one_cat_file(tmp_path: Path, monkeypa
     repo = bare(tmp_path / "r.git", main=files)
     side = resolve_side(str(repo))
     calls = []
-    real = cmp.subprocess.Popen
+    real = gitcmd.stream
 
-    def spy(cmd, *args, **kwargs):
-        calls.append(cmd[3])   # git --git-dir=X --literal-pathspecs <command>
-        return real(cmd, *args, **kwargs)
+    def spy(git_dir, args, *rest, **kwargs):
+        calls.append(next(a for a in args if not a.startswith("-")))   # the git command
+        return real(git_dir, args, *rest, **kwargs)
 
-    monkeypatch.setattr(cmp.subprocess, "Popen", spy)
+    monkeypatch.setattr(gitcmd, "stream", spy)
     assert len(read_results(side)) == 200
     assert calls == ["ls-tree", "cat-file"]
 
@@ -122,7 +123,7 @@ def test_streams_split_across_any_chunk_boundary(tmp_path: Path, monkeypatch):
     side = resolve_side(str(repo))
     whole = read_results(side)
     for size in (1, 7, 64):
-        monkeypatch.setattr(cmp, "CHUNK", size)
+        monkeypatch.setattr(gitcmd, "CHUNK", size)
         assert read_results(side) == whole
 
 

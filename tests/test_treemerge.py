@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fairbig import treemerge as tm
+from fairbig.gitcmd import GitError
 
 IDENT = {
     "GIT_AUTHOR_NAME": "Merger", "GIT_AUTHOR_EMAIL": "merge@example.org",
@@ -293,7 +294,7 @@ def test_update_ref_refuses_when_the_ref_moved(repo: Repo) -> None:
     moved = repo.commit([base], {"README": "pushed meanwhile\n"})
     repo.git("update-ref", "refs/heads/main", moved)
 
-    with pytest.raises(tm.GitError) as err:
+    with pytest.raises(GitError) as err:
         tm.update_ref(repo.git_dir, "refs/heads/main", new, base)
     assert err.value.returncode != 0 and "update-ref" in err.value.cmd
     assert repo.git("rev-parse", "main") == moved
@@ -309,7 +310,7 @@ def test_write_refuses_another_base(repo: Repo) -> None:
 
 
 def test_git_errors_carry_command_and_stderr(repo: Repo) -> None:
-    with pytest.raises(tm.GitError) as err:
+    with pytest.raises(GitError) as err:
         tm.compute_merge(repo.git_dir, "no-such-branch", [])
     assert err.value.returncode == 128
     assert "rev-parse" in err.value.cmd

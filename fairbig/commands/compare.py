@@ -15,29 +15,21 @@ with the differences, not with the files.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
-import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 from urllib.parse import unquote, urlparse
 
-from ..errors import CommandError, FairbigError
+from ..annexkeys import key_of_link
+from ..errors import FairbigError
+from ..gitcmd import DELETED, SYMLINK, cat_file, diff_tree, git, ls_tree, path_of, records, stream
 from ..gittree import git_dir_of
-from ..proc import git
 from ..stores import RiaStore
 
 IDENTICAL, DIFFERS, UNDECIDABLE = "identical", "differs", "undecidable"
 ONLY_A, ONLY_B = "only-in-A", "only-in-B"
 STATUSES = (IDENTICAL, DIFFERS, UNDECIDABLE, ONLY_A, ONLY_B)
-
-SYMLINK = b"120000"
-NO_MODE = b"000000"  # diff-tree's mode of a file absent on that side
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -135,123 +127,46 @@ def read_results(side: Side, root: str = "results") -> dict[str, str]:
     return _identities(side.git_dir, _listing(side, root))
 
 
-def _identities(git_dir: Path, entries: Iterable[tuple[str, bytes, bytes]]) -> dict[str, str]:
+def _identities(git_dir: Path, entries: Iterable[tuple[str, str, str]]) -> dict[str, str]:
     ident: dict[str, str] = {}
     links: list[str] = []
-    shas: list[bytes] = []
+    shas: list[str] = []
     for path, mode, sha in entries:
         if mode == SYMLINK:
             links.append(path)
             shas.append(sha)
             ident[path] = ""  # placeholder, so that the dict keeps tree order
         else:
-            ident[path] = "git:" + sha.decode()
-    for path, sha, target in zip(links, shas, _blobs(git_dir, shas), strict=True):
-        ident[path] = _link_identity(target, sha)
+            ident[path] = "git:" + sha
+    blobs = (o.data for o in cat_file(git_dir, shas))
+    for path, sha, target in zip(links, shas, blobs, strict=True):
+        ident[path] = key_of_link(path_of(target)) or "link:" + sha
     return ident
 
 
-def _link_identity(target: bytes, sha: bytes) -> str:
-    """The key an annex symlink ends in (``annexkeys.looks_like_key``, on bytes)."""
-    name = target[target.rfind(b"/") + 1:]
-    if b"/annex/objects/" in target and b"--" in name:
-        return name.decode(errors="surrogateescape")
-    return "link:" + sha.decode()
-
-
-def _listing(side: Side, root: str) -> Iterator[tuple[str, bytes, bytes]]:
+def _listing(side: Side, root: str) -> Iterator[tuple[str, str, str]]:
     """``(path, mode, object sha)`` of every file below ``root``, streamed."""
-    for rec in _records(_ls_tree(side, root, "-r")):
-        meta, _, path = rec.partition(b"\t")
-        yield path.decode(errors="surrogateescape"), meta[:6], meta[meta.rindex(b" ") + 1:]
+    return ((e.path, e.mode, e.sha) for e in ls_tree(side.git_dir, side.ref, root,
+                                                     recursive=True))
 
 
 def _count_files(side: Side, root: str) -> int:
     """Files below ``root``, counted on the raw stream (no per-file Python work)."""
-    return sum(chunk.count(b"\0") for chunk in _ls_tree(side, root, "-r", "--name-only"))
+    return sum(chunk.count(b"\0") for chunk in stream(side.git_dir, _names_args(side, root, "-r")))
 
 
 def _names(side: Side, root: str) -> Iterator[str]:
-    return (rec.decode(errors="surrogateescape")
-            for rec in _records(_ls_tree(side, root, "-r", "--name-only")))
+    return map(path_of, records(side.git_dir, _names_args(side, root, "-r")))
 
 
 def _top(side: Side, root: str) -> set[str]:
     """The entries right below ``root``: the job folders (units) of one side."""
-    return {rec.decode(errors="surrogateescape")
-            for rec in _records(_ls_tree(side, f"{root}/", "--name-only"))}
+    return set(map(path_of, records(side.git_dir, _names_args(side, f"{root}/"))))
 
 
-def _ls_tree(side: Side, path: str, *options: str) -> Iterator[bytes]:
-    return _git_stream(side.git_dir, ["ls-tree", "-z", "--full-tree", *options, side.ref,
-                                      "--", path])
-
-
-def _blobs(git_dir: Path, shas: Sequence[bytes]) -> Iterator[bytes]:
-    """Contents of many small blobs, in order, from one streamed ``cat-file --batch``."""
-    if not shas:
-        return
-    feed = b"\n".join(shas) + b"\n"
-    buf, pos = b"", 0
-    for chunk in _git_stream(git_dir, ["cat-file", "--batch=%(objectsize)", "--buffer"],
-                             feed):
-        buf, pos = buf[pos:] + chunk, 0
-        while (nl := buf.find(b"\n", pos)) >= 0:
-            header = buf[pos:nl]
-            if not header.isdigit():
-                raise FairbigError(f"object {header.split()[0].decode()} is missing in"
-                                   f" {git_dir}", "the repository is incomplete: fetch or"
-                                   " repair it, then compare again")
-            end = nl + 1 + int(header)
-            if end >= len(buf):
-                break  # the rest of this blob (and its newline) is in the next chunk
-            yield buf[nl + 1:end]
-            pos = end + 1
-
-
-def _records(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """NUL-terminated records across chunk boundaries."""
-    rest = b""
-    for chunk in chunks:
-        parts = (rest + chunk).split(b"\0")
-        rest = parts.pop()
-        yield from parts
-    if rest:
-        yield rest
-
-
-def _git_stream(git_dir: Path, args: Sequence[str], feed: bytes = b"",
-                env: Mapping[str, str] | None = None) -> Iterator[bytes]:
-    """Stdout of one git process in chunks, so that huge listings never sit in memory.
-
-    ``feed`` goes to stdin from a thread, so that neither pipe can fill up and
-    block the other; stderr goes to a file for the same reason.
-    """
-    cmd = ["git", f"--git-dir={git_dir}", "--literal-pathspecs", *args]
-    with tempfile.TemporaryFile() as err, subprocess.Popen(
-            cmd, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=err,
-            env={**os.environ, **env} if env else None) as proc:
-        assert proc.stdout is not None
-        feeder = None
-        if feed:
-            feeder = threading.Thread(target=_feed, args=(proc.stdin, feed), daemon=True)
-            feeder.start()
-        while chunk := proc.stdout.read(CHUNK):
-            yield chunk
-        if feeder:
-            feeder.join()
-        if proc.wait() != 0:
-            err.seek(0)
-            raise CommandError(cmd, proc.returncode, err.read().decode(errors="replace"))
-
-
-def _feed(pipe: IO[bytes], data: bytes) -> None:
-    try:
-        pipe.write(data)
-        pipe.close()
-    except (BrokenPipeError, ValueError):
-        pass  # git stopped early, or the reader gave up and closed the pipe
+def _names_args(side: Side, path: str, *options: str) -> list[str]:
+    return ["--literal-pathspecs", "ls-tree", "-z", "--full-tree", "--name-only", *options,
+            side.ref, "--", path]
 
 
 # ---------------------------------------------------------------- comparing
@@ -403,11 +318,11 @@ def compare_trees(sa: Side, sb: Side, root: str = "results") -> Comparison:
                                "give the ref that holds the merged results (job branches"
                                " reach main with 'fairbig merge')")
     differences: dict[str, str] = {}
-    pending: list[tuple[str, bytes, bytes, bytes, bytes]] = []
+    pending: list[tuple[str, str, str, str, str]] = []
     for path, mode_a, mode_b, sha_a, sha_b in _changes(sa, sb, root):
-        if mode_b == NO_MODE:
+        if mode_b == DELETED:
             differences[path] = ONLY_A
-        elif mode_a == NO_MODE:
+        elif mode_a == DELETED:
             differences[path] = ONLY_B
         elif sha_a != sha_b or (mode_a == SYMLINK) != (mode_b == SYMLINK):
             pending.append((path, mode_a, mode_b, sha_a, sha_b))
@@ -421,13 +336,10 @@ def compare_trees(sa: Side, sb: Side, root: str = "results") -> Comparison:
                       lambda: _names(sa, root))
 
 
-def _changes(sa: Side, sb: Side, root: str) -> Iterator[tuple[str, bytes, bytes, bytes, bytes]]:
+def _changes(sa: Side, sb: Side, root: str) -> Iterator[tuple[str, str, str, str, str]]:
     """``(path, mode A, mode B, object A, object B)`` of each file that is not the same."""
     env = {}
     if sa.git_dir != sb.git_dir:
         env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(sb.git_dir / "objects")
-    args = ["diff-tree", "-r", "-z", "--no-renames", sa.ref, sb.ref, "--", root]
-    records = _records(_git_stream(sa.git_dir, args, env=env))
-    for meta, path in zip(records, records, strict=True):
-        mode_a, mode_b, sha_a, sha_b, _ = meta[1:].split(b" ")
-        yield path.decode(errors="surrogateescape"), mode_a, mode_b, sha_a, sha_b
+    for d in diff_tree(sa.git_dir, sa.ref, sb.ref, "--", root, env=env):
+        yield d.path, d.old_mode, d.new_mode, d.old_sha, d.new_sha

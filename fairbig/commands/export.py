@@ -43,10 +43,10 @@ from .. import config as cfgmod
 from ..annexkeys import blob_texts
 from ..dataset import Analysis, paths
 from ..errors import FairbigError
-from ..gittree import GITLINK, Entry, git_dir_of, parse_ls_tree
+from ..gitcmd import GITLINK, Entry, git, ls_tree
+from ..gittree import git_dir_of
 from ..jobstate import JobRecord, read_records
 from ..jobtable import HEADER
-from ..proc import git
 from ..stores import STORAGE_SUFFIX
 from ..storeview import MERGED_FILE, read_merged_rows
 from ..sync import OUTPUT, store_main
@@ -331,9 +331,7 @@ def _job_action(j: JobFacts, inputs: DatasetFacts, a: DatasetFacts, parts: dict,
 
 def _tree_entries(git_dir: Path, treeish: str, paths_: list[str],
                   recursive: bool = False) -> dict[str, Entry]:
-    args = ["ls-tree", "-z", "--full-tree", *(["-r"] if recursive else []), treeish, "--",
-            *paths_]
-    return {e.path: e for e in parse_ls_tree(git(git_dir, *args).stdout)}
+    return {e.path: e for e in ls_tree(git_dir, treeish, *paths_, recursive=recursive)}
 
 
 def _submodules(git_dir: Path, blob: str) -> dict[str, dict[str, str]]:
@@ -461,8 +459,7 @@ def _jobs(a: Analysis, sgit: Path, main: str,
     outputs = {o.rstrip("/") for r in records.values() for o in r.get("outputs") or []}
     trees: dict[str, tuple[str, str]] = {}
     for parent in sorted({str(PurePosixPath(o).parent) for o in outputs}):
-        for e in parse_ls_tree(git(sgit, "ls-tree", "-z", "--full-tree", main, "--",
-                                   parent + "/").stdout):
+        for e in ls_tree(sgit, main, parent + "/"):
             trees[e.path] = (e.type, e.sha)
     states = read_records(paths(a)[0])
     out = []

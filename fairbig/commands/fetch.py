@@ -19,8 +19,9 @@ from pathlib import Path
 from .. import dl
 from ..dataset import Analysis
 from ..errors import FairbigError
+from ..gitcmd import SYMLINK, git, ls_tree
 from ..ids import job_id_problem, path_problem
-from ..proc import git, run
+from ..proc import run
 from ..stores import STORAGE_SUFFIX
 from ..storeview import BRANCH_PREFIX, read_finished
 
@@ -69,16 +70,16 @@ def fetch(a: Analysis, job: str, path: str, dest: Path) -> Path:
                                "give a job ID from the plan and a path below its results")
     ref = result_ref(a, job)
     rel = f"{a.config.results}/{job}/{path}"
-    entry = git(a.output_git, "ls-tree", ref, "--", rel).stdout.split()
-    if not entry:
+    entry = next(ls_tree(a.output_git, ref, rel), None)
+    if entry is None:
         raise FairbigError(f"job {job}'s result has no file {path}",
                            f"list them with 'git ls-tree -r {ref}' in the output store")
-    mode, sha = entry[0], entry[2]
+    mode, sha = entry.mode, entry.sha
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     os.close(fd)
     try:
-        if mode != "120000":   # kept in git: plain text, never encrypted
+        if mode != SYMLINK:   # kept in git: plain text, never encrypted
             Path(tmp).write_bytes(git(a.output_git, "cat-file", "blob", sha, text=False).stdout)
         else:
             _check_secret_key(a)

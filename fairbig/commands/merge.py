@@ -21,7 +21,7 @@ from .. import ui
 from ..annexkeys import keys_of, missing_in
 from ..dataset import Analysis
 from ..errors import FairbigError
-from ..proc import git
+from ..gitcmd import GitError, for_each_ref, git
 from ..stores import STORAGE_SUFFIX, exclusive, waiting_for
 from ..storeview import BRANCH_PREFIX, MERGED_FILE, read_finished, read_merged_rows
 from ..sync import OUTPUT, store_main, sync
@@ -79,9 +79,8 @@ def _collect(a: Analysis, base: str, out: MergeOutcome) -> list[tm.JobBranch]:
 
 def _contained(store_git: Path, base: str) -> set[str]:
     """Jobs whose branch tip ``base`` already contains, from one ``for-each-ref``."""
-    out = git(store_git, "for-each-ref", f"--merged={base}", "--format=%(refname)",
-              BRANCH_PREFIX + "*").stdout
-    return {ref[len(BRANCH_PREFIX):] for ref in out.split()}
+    refs = for_each_ref(store_git, ("refname",), f"--merged={base}", BRANCH_PREFIX + "*")
+    return {ref[len(BRANCH_PREFIX):] for ref, in refs}
 
 
 def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
@@ -153,7 +152,7 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
                          + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
     try:
         tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
-    except tm.GitError:
+    except GitError:
         now = store_main(a)
         if now == base:
             raise

@@ -17,6 +17,8 @@ from pathlib import Path
 from .. import dl, sandbox
 from ..dataset import Analysis
 from ..errors import FairbigError
+from ..gitcmd import ls_tree
+from ..gittree import git_dir_of
 from ..proc import run
 from ..storeview import read_finished, read_merged_rows
 from .compare import compare
@@ -55,15 +57,10 @@ def outputs_of(clone: Path, commit: str, paths: list[str]) -> dict[str, str]:
     """Output path -> annex key (or git blob) of ``commit``, from the tree alone."""
     from ..annexkeys import keys_of
 
-    out = run(["git", "ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths],
-              cwd=clone).stdout
-    entries, plain = [], {}
-    for rec in filter(None, out.split("\0")):
-        meta, _, path = rec.partition("\t")
-        mode, _, sha = meta.split()
-        entries.append((path, mode, sha))
-        plain[path] = f"git:{sha}"
-    plain.update({f.path: f.key for f in keys_of(clone / ".git", entries)})
+    git_dir = git_dir_of(clone)
+    entries = [(e.path, e.mode, e.sha) for e in ls_tree(git_dir, commit, *paths, recursive=True)]
+    plain = {path: f"git:{sha}" for path, _, sha in entries}
+    plain.update({f.path: f.key for f in keys_of(git_dir, entries)})
     return plain
 
 

@@ -34,9 +34,9 @@ from .. import ui
 from ..annexkeys import keys_of, missing_in
 from ..dataset import Analysis
 from ..errors import FairbigError
-from ..gittree import parse_ls_tree
+from ..gitcmd import ls_tree
 from ..gpg import check_roundtrip, key_info
-from ..proc import git, run
+from ..proc import run
 from ..stores import STORAGE_SUFFIX
 from ..storeview import read_finished
 from ..sync import OUTPUT
@@ -137,8 +137,7 @@ def stored_files(a: Analysis, job_ids: Sequence[str]) -> list[StoredFile]:
         owner = {o: jid for jid in ids for o in jobs[jid].outputs}
         # many jobs: one listing of the whole tree beats thousands of pathspecs
         spec = list(owner) if len(owner) <= PATHSPECS else []
-        out = git(sgit, "ls-tree", "-r", "-z", "--full-tree", rev, "--", *spec).stdout
-        mine = {e.path: (e, jid) for e in parse_ls_tree(out)
+        mine = {e.path: (e, jid) for e in ls_tree(sgit, rev, *spec, recursive=True)
                 if (jid := _owner(e.path, owner))}
         for f in keys_of(sgit, [(e.path, e.mode, e.sha) for e, _ in mine.values()]):
             entry, jid = mine[f.path]

@@ -1,0 +1,268 @@
+"""The git layer: how fairbig runs git, and one parser per git output format.
+
+Every question to git is ONE process for all branches, files or objects asked
+about, never one per item: that, not a library binding, is what makes the
+42,767-branch merge and the plan of 42k subjects take seconds. So the layer
+keeps the git CLI plumbing and only makes it uniform:
+
+- :func:`git` runs one command to completion (through :func:`fairbig.proc.run`);
+  :func:`stream` yields a command's stdout as it arrives, for listings too large
+  to hold. ``stream`` uses datasalad's ``iter_subproc``, which feeds stdin and
+  drains stderr from threads, so no pipe can fill up while this side reads
+  (the deadlock of a hand-rolled ``Popen``).
+- Readers ask for NUL-terminated output (``-z``, ``%00``), so git never quotes
+  a path, and decode paths with ``surrogateescape``: a name that is not UTF-8
+  survives the round trip back into git.
+- The parsers (:func:`parse_ls_tree`, :func:`parse_tree_object`,
+  :func:`parse_cat_file`, :func:`parse_diff_tree`, :func:`parse_for_each_ref`)
+  are pure functions of git's bytes, so ``make unit`` tests them without a
+  repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from datasalad.itertools import itemize
+from datasalad.runners import CommandError as _SubprocError
+from datasalad.runners import iter_subproc
+
+from .errors import CommandError, FairbigError
+from .proc import run
+
+SYMLINK = "120000"
+GITLINK = "160000"
+TREE = "040000"
+DELETED = "000000"   # diff-tree's mode of a path absent on that side
+MISSING = ("missing", "ambiguous")   # cat-file's "type" of an object it cannot name
+CHUNK = 1 << 20
+
+
+class GitError(CommandError):
+    """A git command failed; carries what ran, its exit code and its stderr."""
+
+
+def _cmd(git_dir: Path | str, args: Sequence[str]) -> list[str]:
+    return ["git", f"--git-dir={os.fspath(git_dir)}", *args]
+
+
+def git(git_dir: Path | str, *args: str, input: str | bytes | None = None,
+        check: bool = True, text: bool = True, env: Mapping[str, str] | None = None,
+        hint: str = "") -> subprocess.CompletedProcess:
+    """Run git against a repository directory (bare or the ``.git`` of a work tree)."""
+    return run(_cmd(git_dir, args), input=input, env=env, check=check, text=text,
+               hint=hint, error=GitError)
+
+
+def stream(git_dir: Path | str, args: Sequence[str], input: bytes = b"",
+           env: Mapping[str, str] | None = None, hint: str = "") -> Iterator[bytes]:
+    """Stdout of one git process in chunks as they arrive; GitError if it fails.
+
+    Closing the iterator early stops git. The failure is raised once the
+    output is read to its end (git's exit code is known only then).
+    """
+    cmd = _cmd(git_dir, args)
+    try:
+        with iter_subproc(cmd, inputs=[input] if input else None, chunk_size=CHUNK,
+                          env={**os.environ, **env} if env else None) as chunks:
+            yield from chunks
+    except _SubprocError as exc:
+        stderr = exc.stderr if isinstance(exc.stderr, str) else \
+            (exc.stderr or b"").decode(errors="replace")
+        raise GitError(cmd, exc.returncode, stderr, hint) from None
+
+
+def records(git_dir: Path | str, args: Sequence[str], input: bytes = b"",
+            env: Mapping[str, str] | None = None) -> Iterator[bytes]:
+    """The NUL-terminated records of a ``-z`` command's output, streamed."""
+    return (r for r in itemize(stream(git_dir, args, input, env), b"\0") if r)
+
+
+def path_of(raw: bytes) -> str:
+    """A path as git wrote it; bytes that are not UTF-8 survive as surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+# ---------------------------------------------------------------- ls-tree, tree objects
+
+
+class Entry(NamedTuple):
+    """One entry of a tree: ``ls-tree`` line or tree object record."""
+
+    mode: str   # six digits, e.g. 100644, 120000 (symlink), 160000 (gitlink), 040000
+    type: str   # blob, tree or commit (a gitlink)
+    sha: str
+    path: str
+
+
+def parse_ls_tree(recs: Iterable[bytes]) -> Iterator[Entry]:
+    """Entries of ``ls-tree -z`` output split at NUL: ``<mode> SP <type> SP <sha> TAB <path>``."""
+    for rec in recs:
+        if not rec:
+            continue
+        meta, _, path = rec.partition(b"\t")
+        mode, typ, sha = meta.decode().split(" ")
+        yield Entry(mode, typ, sha, path_of(path))
+
+
+def ls_tree(git_dir: Path | str, treeish: str, *paths: str,
+            recursive: bool = False) -> Iterator[Entry]:
+    """Entries of ``treeish`` (below ``paths``, if given), streamed from one process."""
+    args = ["--literal-pathspecs", "ls-tree", "-z", "--full-tree",
+            *(["-r"] if recursive else []), treeish, *(["--", *paths] if paths else [])]
+    return parse_ls_tree(records(git_dir, args))
+
+
+def parse_tree_object(body: bytes) -> Iterator[Entry]:
+    """Entries of a raw tree object (``cat-file``): ``<mode> SP <name> NUL <20-byte sha>``."""
+    i = 0
+    while i < len(body):
+        sp = body.index(b" ", i)
+        nul = body.index(b"\0", sp)
+        mode = body[i:sp].decode().zfill(6)
+        typ = {TREE: "tree", GITLINK: "commit"}.get(mode, "blob")
+        yield Entry(mode, typ, body[nul + 1: nul + 21].hex(), path_of(body[sp + 1: nul]))
+        i = nul + 21
+
+
+# ---------------------------------------------------------------- cat-file --batch(-check)
+
+
+class GitObject(NamedTuple):
+    """One answer of ``cat-file --batch``; ``type`` in :data:`MISSING` if git has none."""
+
+    name: str   # the object id, or the name as asked if it is missing
+    type: str
+    size: int
+    data: bytes = b""   # empty under --batch-check
+
+
+def parse_cat_file(chunks: Iterable[bytes], contents: bool = True) -> Iterator[GitObject]:
+    """Objects of ``cat-file --batch`` (``--batch-check`` if not ``contents``) output,
+    in order, from chunks cut anywhere.
+
+    ``--batch``: ``<oid> SP <type> SP <size> LF <contents> LF``, or ``<name> SP
+    missing LF`` (also ``ambiguous``); ``--batch-check`` has the header lines only.
+    """
+    buf, pos = b"", 0
+    for chunk in chunks:
+        buf, pos = buf[pos:] + chunk, 0
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            oid, _, rest = buf[pos:nl].partition(b" ")
+            typ, _, size = rest.rpartition(b" ")
+            if not size.isdigit():  # "<name> missing": the name may hold spaces
+                name, _, typ = buf[pos:nl].rpartition(b" ")
+                yield GitObject(path_of(name), typ.decode(), 0)
+                pos = nl + 1
+            elif not contents:
+                yield GitObject(oid.decode(), typ.decode(), int(size))
+                pos = nl + 1
+            else:
+                end = nl + 1 + int(size)
+                if end >= len(buf):
+                    break  # the rest of this object (and its LF) is in the next chunk
+                yield GitObject(oid.decode(), typ.decode(), int(size), buf[nl + 1:end])
+                pos = end + 1
+    if buf[pos:]:
+        raise ValueError(f"cat-file output ends inside an object: {buf[pos:pos + 60]!r}")
+
+
+def _batch(git_dir: Path | str, names: Sequence[str], option: str) -> Iterator[GitObject]:
+    if not names:
+        return iter(())
+    feed = "".join(f"{n}\n" for n in names).encode("utf-8", "surrogateescape")
+    return parse_cat_file(stream(git_dir, ["cat-file", option, "--buffer"], feed),
+                          contents=option == "--batch")
+
+
+def cat_file(git_dir: Path | str, names: Sequence[str]) -> Iterator[GitObject]:
+    """Contents of many objects, in order, from one streamed ``cat-file --batch``.
+
+    A missing object is a user-facing error: the repository is incomplete.
+    """
+    for obj in _batch(git_dir, names, "--batch"):
+        if obj.type in MISSING:
+            raise FairbigError(f"object {obj.name} is {obj.type} in {git_dir}",
+                               "the repository is incomplete: fetch or repair it, then"
+                               " run the command again")
+        yield obj
+
+
+def missing_objects(git_dir: Path | str, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` the repository lacks, from one ``cat-file --batch-check``."""
+    return [o.name for o in _batch(git_dir, names, "--batch-check") if o.type in MISSING]
+
+
+# ---------------------------------------------------------------- diff-tree
+
+
+class DiffEntry(NamedTuple):
+    """One changed path of ``diff-tree -z`` raw output (mode :data:`DELETED`: absent)."""
+
+    commit: str     # the commit heading the block under --stdin; "" without --stdin
+    path: str
+    old_mode: str
+    new_mode: str
+    old_sha: str
+    new_sha: str
+    status: str     # A, D, M, T (R and C only with rename detection)
+
+
+def parse_diff_tree(recs: Iterable[bytes]) -> Iterator[DiffEntry]:
+    """Changes of ``diff-tree -r -z`` output split at NUL.
+
+    Each change is ``:<old mode> SP <new mode> SP <old sha> SP <new sha> SP <status>``
+    then its path (two paths, source first, for a rename or copy); under ``--stdin``
+    each block starts with the commit it diffs alone in a record.
+    """
+    it = iter(recs)
+    commit = ""
+    for rec in it:
+        if rec.startswith(b":"):
+            old_mode, new_mode, old_sha, new_sha, status = rec[1:].decode().split(" ")
+            path = next(it)
+            if status[:1] in ("R", "C"):
+                path = next(it)
+            yield DiffEntry(commit, path_of(path), old_mode, new_mode, old_sha, new_sha,
+                            status)
+        elif rec:
+            commit = rec.decode()
+
+
+def diff_tree(git_dir: Path | str, *args: str, input: bytes = b"",
+              env: Mapping[str, str] | None = None) -> Iterator[DiffEntry]:
+    """Changes from one streamed ``diff-tree -r -z --no-renames`` (``args``: what to
+    compare, pathspecs after ``--``, or ``--stdin`` with ``input``)."""
+    cmd = ["--literal-pathspecs", "diff-tree", "-r", "-z", "--no-renames", *args]
+    return parse_diff_tree(records(git_dir, cmd, input, env))
+
+
+# ---------------------------------------------------------------- for-each-ref
+
+
+def parse_for_each_ref(out: bytes, n: int) -> Iterator[tuple[str, ...]]:
+    """Rows of ``for-each-ref --format=%(f1)%00…%(fn)%00`` output: ``n`` fields each.
+
+    Every row ends in NUL LF, so a field may hold spaces, tabs or a newline.
+    """
+    for row in out.split(b"\0\n"):
+        if row:
+            fields = tuple(path_of(f) for f in row.split(b"\0"))
+            if len(fields) != n:
+                raise ValueError(f"for-each-ref row with {len(fields)} fields, not {n}: "
+                                 f"{row[:80]!r}")
+            yield fields
+
+
+def for_each_ref(git_dir: Path | str, fields: Sequence[str],
+                 *args: str) -> list[tuple[str, ...]]:
+    """``fields`` (``refname``, ``objectname``, ``contents:subject``, …) of every ref
+    matching ``args`` (patterns and options such as ``--merged=X``), from one process."""
+    fmt = "".join(f"%({f})%00" for f in fields)
+    out = git(git_dir, "for-each-ref", f"--format={fmt}", *args, text=False).stdout
+    return list(parse_for_each_ref(out, len(fields)))
+
