@@ -22,8 +22,9 @@ from pathlib import Path
 from .. import __version__, charts, usage
 from ..dataset import Analysis, paths
 from ..explain import Explanation, Group, explain
+from ..gitcmd import git
 from ..jobstate import JobRecord, read_submissions
-from ..proc import git, run
+from ..proc import run
 from ..states import PROBLEM_STATES, STATES, StatusReport
 from .status import current_status
 
