@@ -39,6 +39,13 @@ class InputsConfig:
     by: str = "subject"
     only: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    required_files: list[str] = field(default_factory=list, metadata={
+        "help": "BIDS: plan a job only if its subject/session folder has a file matching "
+                "each of these patterns (relative to the folder, e.g. 'anat/*_T1w.nii*'); "
+                "the others are listed as skipped"})
+    bids_emptyroom: bool = field(default=False, metadata={
+        "help": "BIDS: plan sub-emptyroom (MEG empty-room noise recordings) as a subject; "
+                "left out by default"})
 
 
 @dataclass
@@ -215,6 +222,10 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"inputs.layout '{cfg.inputs.layout}' must be auto, ukb or bids")
     if cfg.inputs.by not in ("subject", "session"):
         p.append(f"inputs.by '{cfg.inputs.by}' must be subject or session")
+    if not isinstance(cfg.inputs.bids_emptyroom, bool):
+        p.append(f"inputs.bids_emptyroom {cfg.inputs.bids_emptyroom!r} must be true or false")
+    p += [f"inputs.required_files: {pat!r} must be a pattern relative to the job's folder"
+          for pat in cfg.inputs.required_files if not pat or pat.startswith("/")]
     if not cfg.container or path_problem(cfg.container):
         p.append(f"container '{cfg.container}' must name a container, e.g. containers/ukb-mini")
     p += _command_problems(cfg.command)

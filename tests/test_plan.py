@@ -92,8 +92,10 @@ def test_bids_layout_by_session(tmp_path: Path):
     layout = read_layout(root, "inputs/data", "auto", "session")
     assert layout.kind == "bids"
     jobs = make_jobs(layout.units, "inputs/data", "results", CMD)
-    assert [j.job_id for j in jobs] == ["sub-02_ses-1", "sub-02_ses-2"]
-    assert jobs[0].inputs == ("inputs/data/sub-02/ses-1", "inputs/data/dataset_description.json")
+    # sub-01 has no sessions: a subject job, not left out
+    assert [j.job_id for j in jobs] == ["sub-01", "sub-02_ses-1", "sub-02_ses-2"]
+    assert layout.sessionless == ["sub-01"] and layout.mixed
+    assert jobs[1].inputs == ("inputs/data/sub-02/ses-1", "inputs/data/dataset_description.json")
     by_subject = make_jobs(read_layout(root, "inputs/data", "bids", "subject").units,
                            "inputs/data", "results", CMD)
     assert [j.job_id for j in by_subject] == ["sub-01", "sub-02"]
@@ -117,8 +119,8 @@ def test_incremental_diff(tmp_path: Path):
     d = diff(jobs, {"1000001": FAKE, "1000002": FAKE})
     assert d.done == ["1000001"] and d.changed == ["1000002"] and d.new == ["1000003"]
     assert d.todo == ["1000003", "1000002"]
-    again = diff(jobs, {}, {"1000001": FAKE, "1000002": FAKE})
-    assert again.changed == ["1000002"] and again.new == ["1000001", "1000003"]
+    never_ran = diff(jobs, {})  # planned before with another state, but never run: new
+    assert never_ran.changed == [] and never_ran.new == ["1000001", "1000002", "1000003"]
 
 
 @pytest.mark.parametrize("bad", ["sub 01", "a;b", "$(touch x)", "-rf", "a..b", "`id`",
