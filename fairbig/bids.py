@@ -13,6 +13,7 @@ from git is :mod:`fairbig.plan`'s work.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -46,7 +47,12 @@ class Name:
 
     @classmethod
     def parse(cls, filename: str) -> Name | None:
-        """``acq-mp_T1w.json`` -> ({acq-mp}, T1w); None for names that are not BIDS-shaped."""
+        """``acq-mp_T1w.json`` -> ({acq-mp}, T1w); None for names that are not BIDS-shaped.
+        Names are parsed without their folder labels, once per shape (see :func:`_shape`)."""
+        return _parse_shape(_shape(filename))
+
+    @classmethod
+    def _parse(cls, filename: str) -> Name | None:
         parts = filename.split(".", 1)[0].split("_")
         suffix, entities = parts[-1], parts[:-1]
         if not LABEL_RE.match(suffix) or not all(ENTITY_RE.match(e) for e in entities):
@@ -69,6 +75,19 @@ class Inheritable:
     name: Name
 
 
+@functools.lru_cache(maxsize=65536)
+def _parse_shape(shape: str) -> Name | None:
+    return Name._parse(shape)
+
+
+def _shape(filename: str) -> str:
+    """``sub-01_ses-2_T1w.nii.gz`` -> ``T1w.nii.gz``: the same shape in every subject."""
+    for prefix in FOLDER_ENTITIES:
+        if filename.startswith(prefix):
+            filename = filename.partition("_")[2]
+    return filename
+
+
 def inheritable(files: Iterable[tuple[str, str]], prefix: str = "") -> list[Inheritable]:
     """Of ``(name, sha)`` files in one folder, those inheritance can apply (sorted);
     descriptive files and ``participants.tsv`` (row-level) are not among them."""
@@ -85,20 +104,30 @@ class Inheritance:
     """Which inheritable files apply to a job, from the names of the job's files.
 
     Subjects of one study share a few file shapes (a T1w, two bold runs, ...), so the
-    answer is cached per set of shapes: 85k session jobs cost a few hundred matches."""
+    top-level answer is cached per set of shapes: 85k session jobs cost a few hundred
+    matches; the few files a subject folder holds for its sessions are matched per job."""
 
     def __init__(self, candidates: Sequence[Inheritable]) -> None:
         self.candidates = tuple(candidates)
-        self._cache: dict[frozenset[Name], tuple[Inheritable, ...]] = {}
+        self._cache: dict[frozenset[str], tuple[tuple[Name, ...], tuple[Inheritable, ...]]] = {}
 
-    def applying(self, filenames: Iterable[str]) -> tuple[Inheritable, ...]:
-        shapes = frozenset(n for f in filenames if (n := Name.parse(f.rsplit("/", 1)[-1])))
-        found = self._cache.get(shapes)
-        if found is None:
-            found = tuple(c for c in self.candidates
-                          if any(c.name.applies_to(s) for s in shapes))
-            self._cache[shapes] = found
-        return found
+    def applying(self, paths: Iterable[str],
+                 local: Sequence[Inheritable] = ()) -> tuple[Inheritable, ...]:
+        """The candidates (and of ``local``, a subject folder's) that apply to any of the
+        job's files (paths below its folder)."""
+        shapes = frozenset(_shape(p.rsplit("/", 1)[-1]) for p in paths)
+        hit = self._cache.get(shapes)
+        if hit is None:
+            names = tuple(n for s in shapes if (n := _parse_shape(s)))
+            hit = names, self._matching(self.candidates, names)
+            self._cache[shapes] = hit
+        names, found = hit
+        return found + self._matching(local, names) if local else found
+
+    @staticmethod
+    def _matching(candidates: Iterable[Inheritable],
+                  names: Sequence[Name]) -> tuple[Inheritable, ...]:
+        return tuple(c for c in candidates if any(c.name.applies_to(n) for n in names))
 
 
 def rows_by_key(text: str) -> dict[str, str]:
@@ -146,6 +175,8 @@ def missing_required(paths: Iterable[str], patterns: Sequence[str]) -> list[str]
     """The ``required_files`` patterns no path of a job matches. Paths are relative to
     the job's folder; in a subject job with sessions a pattern is also tried below each
     ``ses-*`` folder, so ``anat/*_T1w.nii*`` means the same for both kinds of job."""
+    if not patterns:
+        return []
     rel = set()
     for p in paths:
         rel.add(p)

@@ -179,8 +179,8 @@ class _Subject:
     files: dict[str, str] = field(default_factory=dict)   # path -> blob
     trees: dict[str, str] = field(default_factory=dict)   # path -> tree
 
-    def add(self, e: Entry, rel: str) -> None:
-        (self.trees if e.mode == TREE else self.files)[rel] = e.sha
+    def add(self, mode: str, sha: str, rel: str) -> None:
+        (self.trees if mode == TREE else self.files)[rel] = sha
 
 
 def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
@@ -190,20 +190,24 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     out = Layout("bids")
     top: dict[str, str] = {}
     subjects: dict[str, _Subject] = {}
-    for e in parse_ls_tree(git(sub_git, "ls-tree", "-z", "-r", "-t", "--full-tree",
-                               commit).stdout):
-        first, _, rest = e.path.partition("/")
+    listing = git(sub_git, "ls-tree", "-z", "-r", "-t", "--full-tree", commit).stdout
+    for rec in listing.split("\0"):    # "<mode> <type> <sha>\t<path>": 640k at UKB scale,
+        if not rec:                     # parsed by position, not into Entry objects
+            continue
+        tab = rec.index("\t")
+        mode, sha, path = rec[:6], rec[tab - 40:tab], rec[tab + 1:]
+        first, _, rest = path.partition("/")
         if rest:
             if first in subjects:
-                subjects[first].add(e, rest)
-        elif e.mode in (TREE, GITLINK) and first.startswith("sub-"):
-            subjects[first] = _Subject(first, e.sha)
-            if e.mode == GITLINK and not _read_subdataset(input_root, sub_git, e,
-                                                          subjects[first]):
+                subjects[first].add(mode, sha, rest)
+        elif mode in (TREE, GITLINK) and first.startswith("sub-"):
+            subjects[first] = _Subject(first, sha)
+            if mode == GITLINK and not _read_subdataset(
+                    input_root, sub_git, Entry(mode, "commit", sha, path), subjects[first]):
                 out.skipped[first] = "subject subdataset's tree unreadable (install it)"
                 del subjects[first]
-        elif e.mode != TREE:
-            top[first] = e.sha
+        elif mode != TREE:
+            top[first] = sha
     if EMPTYROOM in subjects and not opts.emptyroom:
         del subjects[EMPTYROOM]
         out.skipped[EMPTYROOM] = ("MEG empty-room recordings (inputs.bids_emptyroom: true "
@@ -219,19 +223,19 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
         if by == "subject" or not sessions:
             if by == "session":
                 out.sessionless.append(sub.path)
-            parts = [(sub.path, "", sub.sha, sub.path, list(sub.files), top_rules)]
+            parts = [(sub.path, "", sub.sha, sub.path, list(sub.files), ())]
         else:
-            sub_rules = Inheritance([*top_rules.candidates, *inheritable(
-                ((f, sha) for f, sha in sub.files.items() if "/" not in f), f"{sub.path}/")])
+            local = inheritable(((f, sha) for f, sha in sub.files.items() if "/" not in f),
+                                f"{sub.path}/")
             parts = [(sub.path, ses, sub.trees[ses], f"{sub.path}/{ses}",
                       [f[len(ses) + 1:] for f in sub.files if f.startswith(ses + "/")],
-                      sub_rules) for ses in sessions]
-        for subject, session, own, folder, files, rules in parts:
+                      local) for ses in sessions]
+        for subject, session, own, folder, files, local in parts:
             jid = f"{subject}_{session}" if session else subject
             if missing := missing_required(files, opts.required_files):
                 out.skipped[jid] = f"no file matches required_files {', '.join(missing)}"
                 continue
-            inherited = rules.applying(files)
+            inherited = top_rules.applying(files, local)
             paths = (folder, *(i.path for i in inherited), *fetched)
             out.units.append(Unit(subject, session, state(own, inherited, participant),
                                   paths, folder))
@@ -242,7 +246,7 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
 def _read_subdataset(input_root: Path, sub_git: Path, link: Entry, into: _Subject) -> bool:
     entries = _subject_tree(input_root, sub_git, link)
     for e in entries or ():
-        into.add(e, e.path)
+        into.add(e.mode, e.sha, e.path)
     return entries is not None
 
 
@@ -317,10 +321,12 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
                            f" ({job_id_problem(bad[0])})",
                            "rename them in the input dataset or leave them out with --exclude")
     jobs = []
+    safe: set[str] = set()      # inherited paths recur in every job: check each once
     for u in units:
         jid = job_id(u)
         inputs = tuple(f"{inputs_path}/{p}" for p in u.paths)
-        bad_paths = [p for p in inputs if path_problem(p)]
+        bad_paths = [p for p in inputs if p not in safe and path_problem(p)]
+        safe.update(inputs[1:])
         if bad_paths:
             raise FairbigError(f"input path {bad_paths[0]!r} of job {jid} is unsafe: "
                                f"{path_problem(bad_paths[0])}",
