@@ -16,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
+from .plan import PLACEHOLDERS
 
 CONFIG_NAME = "fairbig.yaml"
 
@@ -150,7 +151,7 @@ _FPR_RE = re.compile(r"^[0-9A-Fa-f]{16}([0-9A-Fa-f]{24})?$")
 _SLURM_TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*[KMGT]?i?B?$", re.IGNORECASE)
 _SAFE_WORD_RE = re.compile(r"^[A-Za-z0-9._,=:@+-]*$")
-_PLACEHOLDERS = {"job", "subject", "session", "input_dir", "output_dir", "inputs", "outputs"}
+_PLACEHOLDERS = {*PLACEHOLDERS, "inputs", "outputs"}  # datalad run fills the last two
 
 
 def _convert(tp: Any, value: Any, where: str, problems: list[str]) -> Any:

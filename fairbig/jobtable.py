@@ -33,7 +33,11 @@ from .proc import git
 
 HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
 UKB_RECORD_RE = re.compile(r"^\d+_(\d+)_\d+(\.[A-Za-z0-9.]+)?$")
-PLACEHOLDER_RE = re.compile(r"{(job|subject|session|input_dir|output_dir)}")
+# What fairbig fills into the command per job; {subject_label}/{session_label} are the
+# bare BIDS labels a BIDS App takes (--participant-label 01, not sub-01).
+PLACEHOLDERS = ("job", "subject", "subject_label", "session", "session_label", "input_dir",
+                "output_dir")
+PLACEHOLDER_RE = re.compile("{(" + "|".join(PLACEHOLDERS) + ")}")
 
 
 @dataclass(frozen=True)
@@ -333,6 +337,8 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
                                f"rename it or leave the job out with --exclude {jid}")
         output = f"{results}/{jid}"
         values = {"job": jid, "subject": u.subject, "session": u.session,
+                  "subject_label": u.subject.removeprefix("sub-"),
+                  "session_label": u.session.removeprefix("ses-"),
                   "input_dir": f"{inputs_path}/{u.input_dir}", "output_dir": output}
         cmd = PLACEHOLDER_RE.sub(lambda m, v=values: v[m.group(1)], command)
         jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,), cmd))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fairbig import config as cfgmod
 from fairbig.bids import Name, refuse_bad_labels
 from fairbig.errors import FairbigError
 from fairbig.plan import BidsOptions, diff, make_jobs, read_layout, select
@@ -180,6 +181,18 @@ def test_sessionless_and_mixed_datasets(tmp_path: Path, subdatasets: bool):
     lay, jobs = none.jobs("session")
     assert sorted(jobs) == ["sub-01", "sub-02"]
     assert lay.sessionless == ["sub-01", "sub-02"] and not lay.mixed
+
+
+def test_bids_app_label_placeholders(tmp_path: Path):
+    t = Tree(tmp_path, gen.DEFAULT)
+    lay = read_layout(t.root, "inputs/data", "bids", "session")
+    app = "app {input_dir} {output_dir} participant --participant-label {subject_label} " \
+          "--session-id {session_label}"
+    jobs = {j.job_id: j for j in make_jobs(lay.units, "inputs/data", "results", app)}
+    assert jobs["sub-01_ses-2"].command == ("app inputs/data/sub-01/ses-2 results/sub-01_ses-2 "
+                                            "participant --participant-label 01 --session-id 2")
+    assert cfgmod.validate(cfgmod.Config(command=app)) == [
+        p for p in cfgmod.validate(cfgmod.Config(command="x")) if "command" not in p]
 
 
 def test_subject_subdatasets_are_bids_not_ukb(tmp_path: Path):
