@@ -397,7 +397,8 @@ encryption:
 inputs:
   # The input dataset (a subdataset of this dataset).
   path: inputs/data
-  # auto | ukb (one subdataset per subject) | bids (sub-*/[ses-*/] folders)
+  # auto | ukb (one subdataset per subject) | bids (sub-*/[ses-*/] folders or
+  # subject subdatasets)
   layout: auto
   # One job per subject, or per subject and session.
   by: subject
@@ -406,6 +407,12 @@ inputs:
   # only and exclude; a plain `fairbig plan` plans what they select.
   only: []
   exclude: []
+  # BIDS: plan a job only if its subject/session folder has a file matching each
+  # of these patterns (relative to the folder, e.g. 'anat/*_T1w.nii*'); the others
+  # are listed as skipped.
+  required_files: []
+  # BIDS: plan sub-emptyroom (MEG empty-room noise recordings); left out by default.
+  bids_emptyroom: false
 
 # Container to run the pipeline in (datalad-container name, with its dataset).
 container: ""

@@ -311,3 +311,11 @@ def test_only_what_a_job_inherits_or_owns_changes_it(bids_run):
     out = replan()
     assert out["new"] == ["sub-03_ses-1"]
     assert out["changed"] == ["sub-01_ses-1", "sub-01_ses-2"] and out["done"] == ["sub-02_ses-1"]
+
+
+def test_bids_settings_are_validated():
+    cfg = cfgmod.from_partial("inputs:\n  bids_emptyroom: 'yes'\n  required_files: ['/abs']\n")
+    problems = cfgmod.validate(cfg)
+    assert "inputs.bids_emptyroom 'yes' must be true or false" in problems
+    assert "inputs.required_files: '/abs' must be a pattern relative to the job's folder" \
+        in problems
