@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fairbig.plan import make_jobs, read_layout, render_tsv
+from fairbig.jobtable import make_jobs, read_layout, render_tsv
 
 CMD = "bids-app {input_dir} {output_dir} participant --participant-label {subject}"
 TOP = ["CHANGES", "README", "dataset_description.json", "participants.json", "T1w.json",

@@ -7,7 +7,7 @@ below whose name carries all of its entities and its suffix; descriptive files
 (``README``, ``CHANGES``, ``dataset_description.json``) apply to no data at all, and
 ``participants.tsv`` holds one row per participant, so only that row is the
 participant's. These are pure functions of names and file contents; reading them
-from git is :mod:`fairbig.plan`'s work.
+from git is :mod:`fairbig.jobtable`'s work.
 """
 
 from __future__ import annotations

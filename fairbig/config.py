@@ -16,7 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
-from .plan import PLACEHOLDERS
+from .jobtable import PLACEHOLDERS
 
 CONFIG_NAME = "fairbig.yaml"
 

@@ -17,7 +17,7 @@ import pytest
 from fairbig import config as cfgmod
 from fairbig.bids import Name, refuse_bad_labels
 from fairbig.errors import FairbigError
-from fairbig.plan import BidsOptions, diff, make_jobs, read_layout, select
+from fairbig.jobtable import BidsOptions, diff, make_jobs, read_layout, select
 
 from .conftest import REPO, fairbig
 
