@@ -14,7 +14,6 @@ Usage: ``python benchmarks/bench_plan_bids.py [--subjects N] [--json]``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -36,10 +35,9 @@ def fast_import(repo: Path, stream: bytes) -> None:
 
 
 def link(path: str) -> bytes:
-    """An annexed file: a symlink whose target names a (fake, per-path) key."""
-    key = hashlib.md5(path.encode()).hexdigest()
-    target = f".git/annex/objects/xx/yy/MD5E-s1--{key}/x".encode()
-    return f"M 120000 inline {path}\ndata {len(target)}\n".encode() + target + b"\n"
+    """An annexed file: a symlink into the annex (one shared link blob, mark :1; the
+    plan reads names and tree ids, not what the links point to)."""
+    return f"M 120000 :1 {path}\n".encode()
 
 
 def build(base: Path, n: int) -> Path:
@@ -49,7 +47,9 @@ def build(base: Path, n: int) -> Path:
         subprocess.run(["git", "init", "-q", str(repo)], check=True)
     who = b"committer b <b@b> 0 +0000\n"
     subjects = [f"sub-{i:07d}" for i in range(1, n + 1)]
-    parts = [b"commit refs/heads/master\n", who, b"data 5\nbids\n"]
+    target = b".git/annex/objects/xx/yy/MD5E-s1--0123456789abcdef0123456789abcdef/x"
+    parts = [b"blob\nmark :1\n", f"data {len(target)}\n".encode(), target, b"\n",
+             b"commit refs/heads/master\n", who, b"data 5\nbids\n"]
     parts += [link(p) for p in [*TOP, "participants.tsv"]]
     for s in subjects:
         parts.append(link(f"{s}/{s}_sessions.tsv"))
