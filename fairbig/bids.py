@@ -143,12 +143,9 @@ def rows_by_key(text: str) -> dict[str, str]:
 
 def state(own: str, inherited: Iterable[Inheritable], rows: Iterable[str]) -> str:
     """The input state of a job: its own tree, what it inherits, its table rows."""
-    h = hashlib.sha1(own.encode())
-    for i in inherited:
-        h.update(f"\0{i.path}\0{i.sha}".encode())
-    for row in rows:
-        h.update(f"\0row\0{row}".encode())
-    return h.hexdigest()
+    text = "\0".join([own, *(f"{i.path}\0{i.sha}" for i in inherited),
+                      *(f"row\0{row}" for row in rows)])
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def bad_label(folder: str, prefix: str) -> bool:

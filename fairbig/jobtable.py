@@ -182,9 +182,16 @@ class _Subject:
     sha: str                                            # tree, or commit of a subdataset
     files: dict[str, str] = field(default_factory=dict)   # path -> blob
     trees: dict[str, str] = field(default_factory=dict)   # path -> tree
+    below: dict[str, list[str]] = field(default_factory=dict)  # ses-X -> files below it
 
     def add(self, mode: str, sha: str, rel: str) -> None:
-        (self.trees if mode == TREE else self.files)[rel] = sha
+        if mode == TREE:
+            self.trees[rel] = sha
+            return
+        self.files[rel] = sha
+        first, _, rest = rel.partition("/")
+        if rest and first.startswith("ses-"):
+            self.below.setdefault(first, []).append(rest)
 
 
 def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
@@ -232,8 +239,7 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
             local = inheritable(((f, sha) for f, sha in sub.files.items() if "/" not in f),
                                 f"{sub.path}/")
             parts = [(sub.path, ses, sub.trees[ses], f"{sub.path}/{ses}",
-                      [f[len(ses) + 1:] for f in sub.files if f.startswith(ses + "/")],
-                      local) for ses in sessions]
+                      sub.below.get(ses, []), local) for ses in sessions]
         for subject, session, own, folder, files, local in parts:
             jid = f"{subject}_{session}" if session else subject
             if missing := missing_required(files, opts.required_files):
