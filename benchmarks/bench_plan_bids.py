@@ -22,16 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_plan_status import fast_import  # benchmarks/ is on the path when run as a script
+
 from fairbig.jobtable import make_jobs, read_layout, render_tsv
 
-CMD = "bids-app {input_dir} {output_dir} participant --participant-label {subject}"
+CMD = "bids-app {input_dir} {output_dir} participant --participant-label {subject_label}"
 TOP = ["CHANGES", "README", "dataset_description.json", "participants.json", "T1w.json",
        "acq-mprage_T1w.json", "task-rest_bold.json", "task-rest_events.tsv", "dwi.json",
        "dwi.bval", "dwi.bvec"]
-
-
-def fast_import(repo: Path, stream: bytes) -> None:
-    subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet"], input=stream, check=True)
 
 
 def link(path: str) -> bytes:
