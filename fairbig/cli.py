@@ -219,8 +219,15 @@ def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tup
         if ids:
             shown = " ".join(ids[:planning.SHOWN])
             ui.say(f"  {label}: {shown}{' …' if len(ids) > planning.SHOWN else ''}")
-    if out.skipped:
-        ui.say(f"  skipped (subject tree unreadable): {' '.join(out.skipped[:10])}")
+    if out.sessionless:
+        shown = " ".join(out.sessionless[:planning.SHOWN])
+        ui.say(f"  {'mixed dataset: ' if out.mixed else ''}{len(out.sessionless)} subject(s)"
+               f" without sessions planned as subject jobs: {shown}"
+               f"{' …' if len(out.sessionless) > planning.SHOWN else ''}")
+    for reason, ids in planning.group_skipped(out.skipped).items():
+        shown = " ".join(ids[:planning.SHOWN])
+        ui.say(f"  skipped {len(ids)}, {reason}: {shown}"
+               f"{' …' if len(ids) > planning.SHOWN else ''}")
     if not dry_run:
         ui.say(f"plan {'committed' if out.committed else 'unchanged'} at {out.commit[:12]}")
     else:

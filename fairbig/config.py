@@ -25,13 +25,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
+from .jobtable import PLACEHOLDERS
 from .stores import LOCAL_SCHEME, local_root
 
 CONFIG_NAME = "fairbig.yaml"
 BACKENDS = ("local", "slurm", "htcondor")
 LAYOUTS = ("auto", "ukb", "bids")
 JOB_UNITS = ("subject", "session")
-COMMAND_PLACEHOLDERS = ("job", "subject", "session", "input_dir", "output_dir")
+COMMAND_PLACEHOLDERS = PLACEHOLDERS  # filled per job by fairbig (jobtable.py)
 DATALAD_PLACEHOLDERS = ("inputs", "outputs")  # datalad run fills these itself
 
 
@@ -65,7 +66,7 @@ class EncryptionConfig:
 class InputsConfig:
     path: str = setting("inputs/data", "The input dataset (a subdataset of this dataset).")
     layout: str = setting("auto", "auto (detected) | ukb (one subdataset per subject) |"
-                          " bids (sub-*/[ses-*/] folders)")
+                          " bids (sub-*/[ses-*/] folders or subject subdatasets)")
     by: str = setting("subject", "One job per subject, or per subject and session"
                       f" ({' | '.join(JOB_UNITS)}).")
     only: list[str] = setting([], "Plan only these subject or job IDs ([] = all)."
@@ -73,6 +74,12 @@ class InputsConfig:
                               " exclude, `fairbig plan --all` clears only and exclude;"
                               " a plain `fairbig plan` plans what they select.")
     exclude: list[str] = setting([], "Leave out these subject or job IDs.")
+    required_files: list[str] = setting([], "BIDS: plan a job only if its subject/session"
+                                        " folder has a file matching each of these patterns"
+                                        " (relative to the folder, e.g. 'anat/*_T1w.nii*');"
+                                        " the others are listed as skipped.")
+    bids_emptyroom: bool = setting(False, "BIDS: plan sub-emptyroom (MEG empty-room noise"
+                                   " recordings) as a subject; left out by default.")
 
 
 @dataclass
@@ -265,6 +272,10 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"inputs.layout '{cfg.inputs.layout}' must be one of {', '.join(LAYOUTS)}")
     if cfg.inputs.by not in JOB_UNITS:
         p.append(f"inputs.by '{cfg.inputs.by}' must be one of {', '.join(JOB_UNITS)}")
+    if not isinstance(cfg.inputs.bids_emptyroom, bool):
+        p.append(f"inputs.bids_emptyroom {cfg.inputs.bids_emptyroom!r} must be true or false")
+    p += [f"inputs.required_files: {pat!r} must be a pattern relative to the job's folder"
+          for pat in cfg.inputs.required_files if not pat or pat.startswith("/")]
     if not cfg.container or path_problem(cfg.container):
         p.append(f"container '{cfg.container}' must name a container, e.g. containers/ukb-mini")
     p += _command_problems(cfg.command)

@@ -109,11 +109,12 @@ def parse_ls_tree(recs: Iterable[bytes]) -> Iterator[Entry]:
         yield Entry(mode, typ, sha, path_of(path))
 
 
-def ls_tree(git_dir: Path | str, treeish: str, *paths: str,
-            recursive: bool = False) -> Iterator[Entry]:
-    """Entries of ``treeish`` (below ``paths``, if given), streamed from one process."""
+def ls_tree(git_dir: Path | str, treeish: str, *paths: str, recursive: bool = False,
+            trees: bool = False) -> Iterator[Entry]:
+    """Entries of ``treeish`` (below ``paths``, if given), streamed from one process;
+    ``trees`` lists the folders of a recursive listing too (``-t``)."""
     args = ["--literal-pathspecs", "ls-tree", "-z", "--full-tree",
-            *(["-r"] if recursive else []), treeish, *(["--", *paths] if paths else [])]
+            *(["-r"] if recursive else []), *(["-t"] if trees else []), treeish, *(["--", *paths] if paths else [])]
     return parse_ls_tree(records(git_dir, args))
 
 

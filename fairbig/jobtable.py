@@ -16,16 +16,28 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bids import (
+    DESCRIPTIVE_RE,
+    EMPTYROOM,
+    PARTICIPANTS,
+    Inheritance,
+    inheritable,
+    missing_required,
+    rows_by_key,
+    state,
+)
 from .errors import FairbigError
-from .gitcmd import GITLINK, TREE, Entry, GitError, cat_file, git, ls_tree, parse_tree_object
+from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree
 from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
 
 HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
 UKB_RECORD_RE = re.compile(r"^\d+_(\d+)_\d+(\.[A-Za-z0-9.]+)?$")
-PLACEHOLDER_RE = re.compile(r"{(job|subject|session|input_dir|output_dir)}")
-BIDS_TOP_FILES = re.compile(r"^(dataset_description\.json|participants\.(tsv|json)|"
-                            r"task-[^/]*\.json|README.*|CHANGES)$")
+# What fairbig fills into the command per job; {subject_label}/{session_label} are the
+# bare BIDS labels a BIDS App takes (--participant-label 01, not sub-01).
+PLACEHOLDERS = ("job", "subject", "subject_label", "session", "session_label", "input_dir",
+                "output_dir")
+PLACEHOLDER_RE = re.compile("{(" + "|".join(PLACEHOLDERS) + ")}")
 
 
 @dataclass(frozen=True)
@@ -58,13 +70,15 @@ class Job:
 class Layout:
     kind: str                       # "ukb" (a subdataset per subject) or "bids"
     units: list[Unit] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)   # ID -> why it has no job
+    sessionless: list[str] = field(default_factory=list)    # by session, planned by subject
+    mixed: bool = False             # by session: some subjects have sessions, some not
 
 
 # ---------------------------------------------------------------- reading (git)
 
 def read_layout(root: Path, inputs_path: str, layout: str, by: str,
-                commit: str | None = None) -> Layout:
+                commit: str | None = None, bids: BidsOptions | None = None) -> Layout:
     """Subjects/sessions of the input dataset at ``commit``; by default the commit
     ``root``'s HEAD records (``plan --update`` passes the one it is about to record)."""
     recorded = gitlink(git_dir_of(root), "HEAD", inputs_path)
@@ -80,14 +94,17 @@ def read_layout(root: Path, inputs_path: str, layout: str, by: str,
     kind = layout if layout != "auto" else detect(top)
     if kind == "ukb":
         return _ukb_units(root, inputs_path, sub_git, top, by)
-    return _bids_units(sub_git, top, by)
+    return _bids_units(root / inputs_path, sub_git, commit, by, bids or BidsOptions())
 
 
 def detect(top: Sequence[Entry]) -> str:
+    """BIDS has ``sub-*`` folders or subdatasets (and a ``dataset_description.json``);
+    UK Biobank inputs have a subdataset per numeric participant ID."""
+    subjects = [e for e in top if e.mode in (TREE, GITLINK) and e.path.startswith("sub-")]
+    if subjects or any(e.path == "dataset_description.json" for e in top):
+        return "bids"
     if any(e.mode == GITLINK for e in top):
         return "ukb"
-    if any(e.mode == TREE and e.path.startswith("sub-") for e in top):
-        return "bids"
     raise FairbigError("cannot tell the input layout: no subject subdatasets and no sub-*"
                        " folders", "set inputs.layout in fairbig.yaml (ukb or bids)")
 
@@ -102,7 +119,7 @@ def _ukb_units(root: Path, inputs_path: str, sub_git: Path, top: Sequence[Entry]
     for e in links:
         entries = _subject_tree(root / inputs_path, sub_git, e)
         if entries is None:
-            out.skipped.append(e.path)
+            out.skipped[e.path] = "subject tree unreadable (install the subdataset)"
             continue
         out.units += _sessions(e.path, e.sha, entries)
     return out
@@ -119,7 +136,7 @@ def _subject_tree(input_root: Path, sub_git: Path, link: Entry) -> list[Entry] |
         candidates.append(store / url[:3] / url[3:])
     for cand in candidates:
         try:
-            return list(ls_tree(cand, link.sha, recursive=True))
+            return list(ls_tree(cand, link.sha, recursive=True, trees=True))
         except GitError:
             continue
     return None
@@ -150,30 +167,102 @@ def _sessions(subject: str, state: str, entries: Iterable[Entry]) -> list[Unit]:
     return units
 
 
-def _bids_units(sub_git: Path, top: Sequence[Entry], by: str) -> Layout:
+@dataclass(frozen=True)
+class BidsOptions:
+    """The BIDS settings of ``fairbig.yaml`` (``inputs.*``) a plan reads."""
+
+    emptyroom: bool = False
+    required_files: tuple[str, ...] = ()
+
+
+@dataclass
+class _Subject:
+    """One ``sub-*`` folder or subdataset: its files and folders relative to it."""
+
+    path: str
+    sha: str                                            # tree, or commit of a subdataset
+    files: dict[str, str] = field(default_factory=dict)   # path -> blob
+    trees: dict[str, str] = field(default_factory=dict)   # path -> tree
+    below: dict[str, list[str]] = field(default_factory=dict)  # ses-X -> files below it
+
+    def add(self, mode: str, sha: str, rel: str) -> None:
+        if mode == TREE:
+            self.trees[rel] = sha
+            return
+        self.files[rel] = sha
+        first, _, rest = rel.partition("/")
+        if rest and first.startswith("ses-"):
+            self.below.setdefault(first, []).append(rest)
+
+
+def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
+                opts: BidsOptions) -> Layout:
+    """Units of a BIDS dataset (``sub-*`` folders or subdatasets) with what each owns and
+    inherits, from one recursive ``ls-tree`` (plus one per subject subdataset)."""
     out = Layout("bids")
-    shared = [e for e in top if e.mode != TREE and BIDS_TOP_FILES.match(e.path)]
-    shared_paths = tuple(e.path for e in shared)
-    shared_state = "".join(e.sha for e in shared)
-    subjects = [e for e in top if e.mode == TREE and e.path.startswith("sub-")]
-    if by == "subject":
-        for e in subjects:
-            state = hashlib.sha1(f"{e.sha}{shared_state}".encode()).hexdigest()
-            out.units.append(Unit(e.path, "", state, (e.path, *shared_paths), e.path))
-        return out
-    sessions = _bids_session_trees(sub_git, [e.sha for e in subjects])
-    for e, ses_entries in zip(subjects, sessions, strict=True):
-        for s in ses_entries:
-            state = hashlib.sha1(f"{s.sha}{shared_state}".encode()).hexdigest()
-            path = f"{e.path}/{s.path}"
-            out.units.append(Unit(e.path, s.path, state, (path, *shared_paths), path))
+    top: dict[str, str] = {}
+    subjects: dict[str, _Subject] = {}
+    listing = git(sub_git, "ls-tree", "-z", "-r", "-t", "--full-tree", commit).stdout
+    for rec in listing.split("\0"):    # "<mode> <type> <sha>\t<path>": 640k at UKB scale,
+        if not rec:                     # parsed by position, not into Entry objects
+            continue
+        tab = rec.index("\t")
+        mode, sha, path = rec[:6], rec[tab - 40:tab], rec[tab + 1:]
+        first, _, rest = path.partition("/")
+        if rest:
+            if first in subjects:
+                subjects[first].add(mode, sha, rest)
+        elif mode in (TREE, GITLINK) and first.startswith("sub-"):
+            subjects[first] = _Subject(first, sha)
+            if mode == GITLINK and not _read_subdataset(
+                    input_root, sub_git, Entry(mode, "commit", sha, path), subjects[first]):
+                out.skipped[first] = "subject subdataset's tree unreadable (install it)"
+                del subjects[first]
+        elif mode != TREE:
+            top[first] = sha
+    if EMPTYROOM in subjects and not opts.emptyroom:
+        del subjects[EMPTYROOM]
+        out.skipped[EMPTYROOM] = ("MEG empty-room recordings (inputs.bids_emptyroom: true "
+                                  "plans them)")
+    fetched = tuple(sorted(p for p in top if DESCRIPTIVE_RE.match(p) or p == PARTICIPANTS))
+    rows = rows_by_key(_read_blob(sub_git, top[PARTICIPANTS])) if PARTICIPANTS in top else None
+    top_rules = Inheritance(inheritable(top.items()))
+    with_sessions = 0
+    for sub in subjects.values():
+        sessions = sorted(t for t in sub.trees if "/" not in t and t.startswith("ses-"))
+        with_sessions += bool(sessions)
+        participant = (f"participants:{rows.get(sub.path, '-')}",) if rows is not None else ()
+        if by == "subject" or not sessions:
+            if by == "session":
+                out.sessionless.append(sub.path)
+            parts = [(sub.path, "", sub.sha, sub.path, list(sub.files), ())]
+        else:
+            local = inheritable(((f, sha) for f, sha in sub.files.items() if "/" not in f),
+                                f"{sub.path}/")
+            parts = [(sub.path, ses, sub.trees[ses], f"{sub.path}/{ses}",
+                      sub.below.get(ses, []), local) for ses in sessions]
+        for subject, session, own, folder, files, local in parts:
+            jid = f"{subject}_{session}" if session else subject
+            if missing := missing_required(files, opts.required_files):
+                out.skipped[jid] = f"no file matches required_files {', '.join(missing)}"
+                continue
+            inherited = top_rules.applying(files, local)
+            paths = (folder, *(i.path for i in inherited), *fetched)
+            out.units.append(Unit(subject, session, state(own, inherited, participant),
+                                  paths, folder))
+    out.mixed = by == "session" and 0 < with_sessions < len(subjects)
     return out
 
 
-def _bids_session_trees(sub_git: Path, tree_shas: list[str]) -> list[list[Entry]]:
-    """``ses-*`` folders of many subject trees in one ``cat-file --batch`` process."""
-    return [[e for e in parse_tree_object(o.data) if e.mode == TREE and e.path.startswith("ses-")]
-            for o in cat_file(sub_git, tree_shas)]
+def _read_subdataset(input_root: Path, sub_git: Path, link: Entry, into: _Subject) -> bool:
+    entries = _subject_tree(input_root, sub_git, link)
+    for e in entries or ():
+        into.add(e.mode, e.sha, e.path)
+    return entries is not None
+
+
+def _read_blob(git_dir: Path, sha: str) -> str:
+    return git(git_dir, "cat-file", "blob", sha).stdout
 
 
 # ---------------------------------------------------------------- pure planning
@@ -243,16 +332,20 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
                            f" ({job_id_problem(bad[0])})",
                            "rename them in the input dataset or leave them out with --exclude")
     jobs = []
+    safe: set[str] = set()      # inherited paths recur in every job: check each once
     for u in units:
         jid = job_id(u)
         inputs = tuple(f"{inputs_path}/{p}" for p in u.paths)
-        bad_paths = [p for p in inputs if path_problem(p)]
+        bad_paths = [p for p in inputs if p not in safe and path_problem(p)]
+        safe.update(inputs[1:])
         if bad_paths:
             raise FairbigError(f"input path {bad_paths[0]!r} of job {jid} is unsafe: "
                                f"{path_problem(bad_paths[0])}",
                                f"rename it or leave the job out with --exclude {jid}")
         output = f"{results}/{jid}"
         values = {"job": jid, "subject": u.subject, "session": u.session,
+                  "subject_label": u.subject.removeprefix("sub-"),
+                  "session_label": u.session.removeprefix("ses-"),
                   "input_dir": f"{inputs_path}/{u.input_dir}", "output_dir": output}
         cmd = PLACEHOLDER_RE.sub(lambda m, v=values: v[m.group(1)], command)
         jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,), cmd))
@@ -306,20 +399,19 @@ class PlanDiff:
         return self.new + self.changed
 
 
-def diff(jobs: Sequence[Job], finished: dict[str, str],
-         previous: dict[str, str] | None = None) -> PlanDiff:
-    """Compare the plan with finished results and the previous plan.
+def diff(jobs: Sequence[Job], finished: dict[str, str]) -> PlanDiff:
+    """Compare the plan with finished results.
 
-    ``finished`` and ``previous`` map job IDs to the input state a result or
-    an earlier plan was made from; a job is *changed* when either knew it
-    with another input state, *done* when a result matches this one.
+    ``finished`` maps job IDs to the input state their result was made from; a job is
+    *done* when that is this plan's state, *changed* when a result exists for another
+    state, and *new* when it has no result at all, however often it was planned.
     """
     d = PlanDiff()
     for j in jobs:
         state = finished.get(j.job_id)
         if state == j.input_state:
             d.done.append(j.job_id)
-        elif state is not None or (previous or {}).get(j.job_id, j.input_state) != j.input_state:
+        elif state is not None:
             d.changed.append(j.job_id)
         else:
             d.new.append(j.job_id)

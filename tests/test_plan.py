@@ -92,8 +92,10 @@ def test_bids_layout_by_session(tmp_path: Path):
     layout = read_layout(root, "inputs/data", "auto", "session")
     assert layout.kind == "bids"
     jobs = make_jobs(layout.units, "inputs/data", "results", CMD)
-    assert [j.job_id for j in jobs] == ["sub-02_ses-1", "sub-02_ses-2"]
-    assert jobs[0].inputs == ("inputs/data/sub-02/ses-1", "inputs/data/dataset_description.json")
+    # sub-01 has no sessions: a subject job, not left out
+    assert [j.job_id for j in jobs] == ["sub-01", "sub-02_ses-1", "sub-02_ses-2"]
+    assert layout.sessionless == ["sub-01"] and layout.mixed
+    assert jobs[1].inputs == ("inputs/data/sub-02/ses-1", "inputs/data/dataset_description.json")
     by_subject = make_jobs(read_layout(root, "inputs/data", "bids", "subject").units,
                            "inputs/data", "results", CMD)
     assert [j.job_id for j in by_subject] == ["sub-01", "sub-02"]
@@ -117,8 +119,8 @@ def test_incremental_diff(tmp_path: Path):
     d = diff(jobs, {"1000001": FAKE, "1000002": FAKE})
     assert d.done == ["1000001"] and d.changed == ["1000002"] and d.new == ["1000003"]
     assert d.todo == ["1000003", "1000002"]
-    again = diff(jobs, {}, {"1000001": FAKE, "1000002": FAKE})
-    assert again.changed == ["1000002"] and again.new == ["1000001", "1000003"]
+    never_ran = diff(jobs, {})  # planned before with another state, but never run: new
+    assert never_ran.changed == [] and never_ran.new == ["1000001", "1000002", "1000003"]
 
 
 @pytest.mark.parametrize("bad", ["sub 01", "a;b", "$(touch x)", "-rf", "a..b", "`id`",
@@ -223,6 +225,11 @@ def refused(ana: Path, *args: str, cwd: Path | None = None) -> str:
     return lines[0]
 
 
+def states_of(ana: Path) -> dict[str, str]:
+    """Input state per job of the committed plan."""
+    return {j.job_id: j.input_state for j in parse_tsv((ana / ".fairbig/plan.tsv").read_text())}
+
+
 def plan_json(ana: Path, *args: str, cwd: Path | None = None) -> dict:
     return json.loads(fairbig("plan", "--json", *args, cwd=cwd or ana).stdout)
 
@@ -284,15 +291,20 @@ def test_update_dry_run_and_dash_c_from_elsewhere(ana, own_input, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     before = snapshot(ana)
+    planned = states_of(ana)
     dry = json.loads(fairbig("-C", str(ana), "plan", "--update", "--dry-run", "--json",
                              cwd=elsewhere).stdout)
-    assert dry["changed"] == [victim] and dry["input_updated"] and not dry["committed"]
+    # no job of this analysis ever ran: the victim's new input makes it new, not changed
+    assert victim in dry["new"] and dry["changed"] == []
+    assert dry["input_updated"] and not dry["committed"]
     assert snapshot(ana) == before
     text = fairbig("-C", str(ana), "plan", "--update", "--dry-run", cwd=elsewhere).stdout
-    assert "dry run: nothing written" in text and f"changed: {victim}" in text
+    assert "dry run: nothing written" in text and "new: " in text
     assert snapshot(ana) == before
     out = json.loads(fairbig("-C", str(ana), "plan", "--update", "--json", cwd=elsewhere).stdout)
-    assert out["changed"] == [victim] and out["committed"]
+    assert out["committed"] and out["changed"] == []
+    now = states_of(ana)
+    assert [j for j in now if now[j] != planned[j]] == [victim]
     assert _git(ana, "status", "--porcelain", "--ignore-submodules=none") == ""
     assert _git(ana, "log", "-1", "--format=%s") == (
         f"fairbig: plan of 4 jobs (input dataset updated to {out['input_commit'][:12]})\n")
@@ -320,7 +332,10 @@ def test_failed_update_leaves_no_commit_and_inputs_where_they_were(ana, own_inpu
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[-1].startswith("fairbig: error: datalad save")
     assert snapshot(ana) == before
-    assert plan_json(ana, "--update")["changed"] == [victim]
+    planned = states_of(ana)
+    assert plan_json(ana, "--update")["committed"]
+    now = states_of(ana)
+    assert [j for j in now if now[j] != planned[j]] == [victim]
 
 
 @pytest.mark.slow

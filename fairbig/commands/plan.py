@@ -16,10 +16,12 @@ from typing import Any
 
 from .. import config as cfgmod
 from .. import dl
+from ..bids import refuse_bad_labels
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gittree import git_dir_of, gitlink, symlinked_outputs
 from ..jobtable import (
+    BidsOptions,
     Job,
     diff,
     dropped_with_results,
@@ -96,7 +98,9 @@ class PlanOutcome:
     new: list[str]
     changed: list[str]
     done: list[str]
-    skipped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)   # ID -> why it has no job
+    sessionless: list[str] = field(default_factory=list)    # --by session, planned by subject
+    mixed: bool = False             # --by session: subjects with and without sessions
     dropped: list[str] = field(default_factory=list)
     stale_ids: list[str] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +108,14 @@ class PlanOutcome:
     input_updated: bool = False
     committed: bool = False
     commit: str = ""
+
+
+def group_skipped(skipped: dict[str, str]) -> dict[str, list[str]]:
+    """Skipped IDs by reason, so a summary says each reason once with its count."""
+    out: dict[str, list[str]] = {}
+    for jid, reason in sorted(skipped.items()):
+        out.setdefault(reason, []).append(jid)
+    return out
 
 
 def read_ids(values: tuple[str, ...]) -> set[str]:
@@ -190,20 +202,24 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     sel = req.selection(kept)
     update = InputUpdate.fetch(a) if req.update else None
     layout = read_layout(a.root, cfg.inputs.path, cfg.inputs.layout, sel.by,
-                         update.target if update else None)
+                         update.target if update else None,
+                         BidsOptions(cfg.inputs.bids_emptyroom, tuple(cfg.inputs.required_files)))
     refuse_unknown("--only", req.only or (), layout.units)
     refuse_unknown("--exclude", req.exclude or (), layout.units)
-    jobs = make_jobs(select(layout.units, sel.only, sel.exclude), cfg.inputs.path, cfg.results,
-                     cfg.command)
+    chosen = select(layout.units, sel.only, sel.exclude)
+    if layout.kind == "bids":
+        refuse_bad_labels((u.subject, u.session) for u in chosen)
+    jobs = make_jobs(chosen, cfg.inputs.path, cfg.results, cfg.command)
     refuse_symlinked_outputs(a, jobs)
     previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
     finished = finished_states(a)
     if not req.allow_shrink:
         refuse_shrink(jobs, dropped_with_results(previous, jobs, finished), sel)
-    d = diff(jobs, finished, previous)
+    d = diff(jobs, finished)
     recorded = gitlink(git_dir_of(a.root), "HEAD", cfg.inputs.path) or ""
     out = PlanOutcome(
         layout.kind, len(jobs), d.new, d.changed, d.done, layout.skipped,
+        layout.sessionless, layout.mixed,
         dropped=sorted(set(previous) - {j.job_id for j in jobs}),
         stale_ids=unknown_ids(layout.units, (*sel.only, *sel.exclude)),
         selection=asdict(sel), input_commit=update.target if update else recorded,

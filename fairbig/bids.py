@@ -1,0 +1,183 @@
+"""BIDS rules a plan needs: file names, the inheritance principle, labels, row-level state.
+
+A job's input state must change when, and only when, something the job owns or
+inherits changes. In BIDS a metadata file higher up (``T1w.json``,
+``task-rest_events.tsv``, ``sub-01/sub-01_sessions.tsv``) applies to every data file
+below whose name carries all of its entities and its suffix; descriptive files
+(``README``, ``CHANGES``, ``dataset_description.json``) apply to no data at all, and
+``participants.tsv`` holds one row per participant, so only that row is the
+participant's. These are pure functions of names and file contents; reading them
+from git is :mod:`fairbig.jobtable`'s work.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import FairbigError
+
+LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
+ENTITY_RE = re.compile(r"^[A-Za-z0-9]+-[A-Za-z0-9]+$")
+# Fetched so the job sees a valid BIDS dataset, but describe the dataset, not the data:
+# no job's input state depends on them.
+DESCRIPTIVE_RE = re.compile(r"^(dataset_description\.json|README.*|CHANGES.*|LICENSE.*|"
+                            r"CITATION\.cff|\.bidsignore|participants\.json|"
+                            r"genetic_info\.json)$")
+PARTICIPANTS = "participants.tsv"
+# Metadata files that accompany data of another suffix (events of a bold run, a
+# subject's sessions.tsv): they apply by entities alone.
+COMPANIONS = frozenset({"events", "physio", "stim", "channels", "electrodes", "coordsystem",
+                        "sessions", "scans", "beh"})
+# Entities that name the folder a file lies in; inheritance is decided by the others.
+FOLDER_ENTITIES = ("sub-", "ses-")
+EMPTYROOM = "sub-emptyroom"
+
+
+@dataclass(frozen=True)
+class Name:
+    """The parts of a BIDS file name inheritance looks at (``sub``/``ses`` left out)."""
+
+    entities: frozenset[str]        # "acq-mprage", "task-rest", ...
+    suffix: str                     # "T1w", "bold", "events", ...
+
+    @classmethod
+    def parse(cls, filename: str) -> Name | None:
+        """``acq-mp_T1w.json`` -> ({acq-mp}, T1w); None for names that are not BIDS-shaped.
+        Names are parsed without their folder labels, once per shape (see :func:`_shape`)."""
+        return _parse_shape(_shape(filename))
+
+    @classmethod
+    def _parse(cls, filename: str) -> Name | None:
+        parts = filename.split(".", 1)[0].split("_")
+        suffix, entities = parts[-1], parts[:-1]
+        if not LABEL_RE.match(suffix) or not all(ENTITY_RE.match(e) for e in entities):
+            return None
+        return cls(frozenset(e for e in entities if not e.startswith(FOLDER_ENTITIES)), suffix)
+
+    def applies_to(self, data: Name) -> bool:
+        """The inheritance principle: all of this file's entities are the data file's,
+        and the suffix is the data file's (or this is a companion such as events)."""
+        return self.entities <= data.entities and (self.suffix == data.suffix
+                                                   or self.suffix in COMPANIONS)
+
+
+@dataclass(frozen=True)
+class Inheritable:
+    """A metadata file above a job's folder that may apply to the job's data."""
+
+    path: str                       # relative to the input dataset
+    sha: str
+    name: Name
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_shape(shape: str) -> Name | None:
+    return Name._parse(shape)
+
+
+def _shape(filename: str) -> str:
+    """``sub-01_ses-2_T1w.nii.gz`` -> ``T1w.nii.gz``: the same shape in every subject."""
+    for prefix in FOLDER_ENTITIES:
+        if filename.startswith(prefix):
+            filename = filename.partition("_")[2]
+    return filename
+
+
+def inheritable(files: Iterable[tuple[str, str]], prefix: str = "") -> list[Inheritable]:
+    """Of ``(name, sha)`` files in one folder, those inheritance can apply (sorted);
+    descriptive files and ``participants.tsv`` (row-level) are not among them."""
+    out = []
+    for name, sha in files:
+        if DESCRIPTIVE_RE.match(name) or name == PARTICIPANTS:
+            continue
+        if parsed := Name.parse(name):
+            out.append(Inheritable(prefix + name, sha, parsed))
+    return sorted(out, key=lambda i: i.path)
+
+
+class Inheritance:
+    """Which inheritable files apply to a job, from the names of the job's files.
+
+    Subjects of one study share a few file shapes (a T1w, two bold runs, ...), so the
+    top-level answer is cached per set of shapes: 85k session jobs cost a few hundred
+    matches; the few files a subject folder holds for its sessions are matched per job."""
+
+    def __init__(self, candidates: Sequence[Inheritable]) -> None:
+        self.candidates = tuple(candidates)
+        self._cache: dict[frozenset[str], tuple[tuple[Name, ...], tuple[Inheritable, ...]]] = {}
+
+    def applying(self, paths: Iterable[str],
+                 local: Sequence[Inheritable] = ()) -> tuple[Inheritable, ...]:
+        """The candidates (and of ``local``, a subject folder's) that apply to any of the
+        job's files (paths below its folder)."""
+        shapes = frozenset(_shape(p.rsplit("/", 1)[-1]) for p in paths)
+        hit = self._cache.get(shapes)
+        if hit is None:
+            names = tuple(n for s in shapes if (n := _parse_shape(s)))
+            hit = names, self._matching(self.candidates, names)
+            self._cache[shapes] = hit
+        names, found = hit
+        return found + self._matching(local, names) if local else found
+
+    @staticmethod
+    def _matching(candidates: Iterable[Inheritable],
+                  names: Sequence[Name]) -> tuple[Inheritable, ...]:
+        return tuple(c for c in candidates if any(c.name.applies_to(n) for n in names))
+
+
+def rows_by_key(text: str) -> dict[str, str]:
+    """A TSV's rows by their first column, each prefixed with the header line: a row's
+    state changes with its own values and with the meaning of the columns, and with
+    nothing else (another participant's row added or edited)."""
+    lines = text.splitlines()
+    if not lines:
+        return {}
+    header = lines[0]
+    return {line.split("\t", 1)[0]: f"{header}\n{line}" for line in lines[1:] if line.strip()}
+
+
+def state(own: str, inherited: Iterable[Inheritable], rows: Iterable[str]) -> str:
+    """The input state of a job: its own tree, what it inherits, its table rows."""
+    text = "\0".join([own, *(f"{i.path}\0{i.sha}" for i in inherited),
+                      *(f"row\0{row}" for row in rows)])
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def bad_label(folder: str, prefix: str) -> bool:
+    """Whether ``folder`` (``sub-01``, ``ses-pre``) is no valid BIDS label: letters and
+    digits only after the prefix."""
+    return not LABEL_RE.match(folder.removeprefix(prefix))
+
+
+def refuse_bad_labels(pairs: Iterable[tuple[str, str]]) -> None:
+    """``(subject, session)`` folders that are no BIDS labels, named in one line with
+    how to leave them out; BIDS Apps and validators would reject them later, or worse,
+    read ``sub-12_x`` as subject 12 with an entity ``x``."""
+    bad = sorted({f for sub, ses in pairs
+                  for f, p in ((sub, "sub-"), (ses, "ses-")) if f and bad_label(f, p)})
+    if bad:
+        shown = ", ".join(repr(b) for b in bad[:10]) + (" …" if len(bad) > 10 else "")
+        raise FairbigError(f"{len(bad)} folder(s) of the input dataset are no valid BIDS labels"
+                           f" (letters and digits only after sub-/ses-): {shown}",
+                           f"rename them, or leave them out with --exclude {bad[0]}; "
+                           "nothing was planned")
+
+
+def missing_required(paths: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """The ``required_files`` patterns no path of a job matches. Paths are relative to
+    the job's folder; in a subject job with sessions a pattern is also tried below each
+    ``ses-*`` folder, so ``anat/*_T1w.nii*`` means the same for both kinds of job."""
+    if not patterns:
+        return []
+    rel = set()
+    for p in paths:
+        rel.add(p)
+        first, _, rest = p.partition("/")
+        if first.startswith("ses-") and rest:
+            rel.add(rest)
+    return [pat for pat in patterns if not any(fnmatch.fnmatchcase(p, pat) for p in rel)]

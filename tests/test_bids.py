@@ -1,0 +1,321 @@
+"""BIDS datasets: inheritance, sessions, labels, required_files.
+
+The planning tests read real git trees of BIDS-shaped datasets (plain git, fast); the
+end-to-end test runs jobs on a generated DataLad dataset that annexes every file,
+sidecars included, with a pipeline that lists what it sees.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fairbig import config as cfgmod
+from fairbig.bids import Name, refuse_bad_labels
+from fairbig.errors import FairbigError
+from fairbig.jobtable import BidsOptions, diff, make_jobs, read_layout, select
+
+from .conftest import REPO, fairbig
+
+CMD = "sh code/p.sh {input_dir} {output_dir}"
+
+
+def load_bids_generator():
+    spec = importlib.util.spec_from_file_location(
+        "bids_generate", REPO / "examples" / "bids-mini" / "generate_input.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+gen = load_bids_generator()
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit(repo: Path) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "x")
+    return git(repo, "rev-parse", "HEAD")
+
+
+class Tree:
+    """An analysis repo whose ``inputs/data`` records a BIDS tree built with plain git."""
+
+    def __init__(self, tmp: Path, subjects: dict[str, dict[str, list[str]]],
+                 subdatasets: bool = False) -> None:
+        self.root = tmp / "ana"
+        self.inp = self.root / "inputs" / "data"
+        self.inp.mkdir(parents=True)
+        git(self.root, "init", "-q")
+        git(self.inp, "init", "-q")
+        for name, text in gen.TOP_FILES.items():
+            (self.inp / name).write_text(text)
+        (self.inp / "participants.tsv").write_text(
+            "participant_id\tage\n" + "".join(gen.participant_row(s) for s in sorted(subjects)))
+        for sub, sessions in subjects.items():
+            if subdatasets:
+                (self.inp / sub).mkdir()
+                git(self.inp / sub, "init", "-q")
+            gen.write_subject(self.inp, sub, sessions)
+            if subdatasets:
+                commit(self.inp / sub)
+        self.record()
+
+    def record(self) -> None:
+        for sub in self.inp.glob("sub-*/.git"):
+            if git(sub.parent, "status", "--porcelain"):  # a new commit only if changed
+                commit(sub.parent)
+        sha = commit(self.inp)
+        git(self.root, "update-index", "--add", "--cacheinfo", f"160000,{sha},inputs/data")
+        git(self.root, "commit", "-q", "-m", "inputs")
+
+    def write(self, rel: str, text: str) -> None:
+        (self.inp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.inp / rel).write_text(text)
+        self.record()
+
+    def jobs(self, by: str = "session", layout: str = "auto", **opts):
+        lay = read_layout(self.root, "inputs/data", layout, by, bids=BidsOptions(**opts))
+        return lay, {j.job_id: j for j in make_jobs(lay.units, "inputs/data", "results", CMD)}
+
+
+def states(jobs: dict) -> dict[str, str]:
+    return {k: j.input_state for k, j in jobs.items()}
+
+
+def test_bids_names_and_the_inheritance_rule():
+    t1w = Name.parse("sub-01_ses-1_acq-mprage_T1w.nii.gz")
+    assert t1w == Name(frozenset({"acq-mprage"}), "T1w")
+    assert Name.parse("T1w.json").applies_to(t1w)
+    assert Name.parse("acq-mprage_T1w.json").applies_to(t1w)
+    assert not Name.parse("acq-other_T1w.json").applies_to(t1w)
+    assert not Name.parse("dwi.json").applies_to(t1w)
+    bold = Name.parse("sub-01_task-rest_bold.nii.gz")
+    assert Name.parse("task-rest_events.tsv").applies_to(bold)
+    assert not Name.parse("task-nback_events.tsv").applies_to(bold)
+    assert Name.parse("README") is not None and Name.parse(".gitattributes") is None
+
+
+@pytest.mark.parametrize("subdatasets", [False, True], ids=["folders", "subdatasets"])
+def test_each_job_owns_and_inherits_exactly_its_files(tmp_path: Path, subdatasets: bool):
+    t = Tree(tmp_path, gen.DEFAULT, subdatasets)
+    lay, jobs = t.jobs()
+    assert lay.kind == "bids" and not lay.mixed and not lay.sessionless
+    assert sorted(jobs) == ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
+    fetched = ["dataset_description.json", "CHANGES", "README", "participants.json",
+               "participants.tsv"]
+    assert sorted(jobs["sub-01_ses-1"].inputs) == sorted(f"inputs/data/{p}" for p in [
+        "sub-01/ses-1", "T1w.json", "acq-mprage_T1w.json", "task-rest_bold.json",
+        "task-rest_events.tsv", "sub-01/sub-01_sessions.tsv", *fetched])
+    assert sorted(jobs["sub-02_ses-1"].inputs) == sorted(f"inputs/data/{p}" for p in [
+        "sub-02/ses-1", "dwi.json", "dwi.bval", "dwi.bvec", "task-rest_bold.json",
+        "task-rest_events.tsv", "sub-02/sub-02_sessions.tsv", *fetched])
+    assert jobs["sub-01_ses-2"].command == "sh code/p.sh inputs/data/sub-01/ses-2 results/" \
+        "sub-01_ses-2"
+    by_subject = t.jobs("subject")[1]
+    assert sorted(by_subject["sub-01"].inputs)[:3] == [
+        "inputs/data/CHANGES", "inputs/data/README", "inputs/data/T1w.json"]
+    assert "inputs/data/dwi.bval" not in by_subject["sub-01"].inputs
+
+    before, before_subject = states(jobs), states(by_subject)
+    for rel in ("README", "CHANGES", "dataset_description.json", "participants.json"):
+        t.write(rel, "edited\n")
+    assert states(t.jobs()[1]) == before and states(t.jobs("subject")[1]) == before_subject
+
+    t.write("T1w.json", '{"MagneticFieldStrength": 7}\n')
+    after = states(t.jobs()[1])
+    assert [j for j in after if after[j] != before[j]] == ["sub-01_ses-1", "sub-01_ses-2"]
+    t.write("dwi.bval", "0 2000 2000\n")
+    again = states(t.jobs()[1])
+    assert [j for j in again if again[j] != after[j]] == ["sub-02_ses-1"]
+
+    # a participant added: its row and its folder; nobody else's state moves
+    participants = (t.inp / "participants.tsv").read_text()
+    (t.inp / "participants.tsv").write_text(participants + gen.participant_row("sub-03"))
+    if subdatasets:
+        (t.inp / "sub-03").mkdir()
+        git(t.inp / "sub-03", "init", "-q")
+    gen.write_subject(t.inp, "sub-03", {"ses-1": ["anat"]})
+    t.record()
+    added = states(t.jobs()[1])
+    assert {j: s for j, s in added.items() if j != "sub-03_ses-1"} == again
+    t.write("participants.tsv", participants.replace("sub-02\t30", "sub-02\t31")
+            + gen.participant_row("sub-03"))
+    edited_row = states(t.jobs()[1])
+    assert [j for j in edited_row if edited_row[j] != added[j]] == ["sub-02_ses-1"]
+
+
+def test_jobs_that_never_ran_are_new_not_changed(tmp_path: Path):
+    t = Tree(tmp_path, gen.DEFAULT)
+    jobs = list(t.jobs()[1].values())
+    t.write("T1w.json", "{}\n")
+    replanned = list(t.jobs()[1].values())
+    d = diff(replanned, {"sub-02_ses-1": jobs[2].input_state,
+                         "sub-01_ses-1": jobs[0].input_state})
+    assert d.new == ["sub-01_ses-2"] and d.changed == ["sub-01_ses-1"]
+    assert d.done == ["sub-02_ses-1"]
+
+
+@pytest.mark.parametrize("subdatasets", [False, True], ids=["folders", "subdatasets"])
+def test_sessionless_and_mixed_datasets(tmp_path: Path, subdatasets: bool):
+    mixed = {"sub-01": {"ses-1": ["anat"], "ses-2": ["anat"]}, "sub-02": {"": ["anat"]}}
+    t = Tree(tmp_path, mixed, subdatasets)
+    lay, jobs = t.jobs("session")
+    assert lay.kind == "bids"
+    assert sorted(jobs) == ["sub-01_ses-1", "sub-01_ses-2", "sub-02"]
+    assert lay.mixed and lay.sessionless == ["sub-02"]
+    assert jobs["sub-02"].inputs[0] == "inputs/data/sub-02"
+    lay, jobs = t.jobs("subject")
+    assert sorted(jobs) == ["sub-01", "sub-02"] and not lay.mixed and not lay.sessionless
+
+    none = Tree(tmp_path / "none", {"sub-01": {"": ["anat"]}, "sub-02": {"": ["func"]}},
+                subdatasets)
+    lay, jobs = none.jobs("session")
+    assert sorted(jobs) == ["sub-01", "sub-02"]
+    assert lay.sessionless == ["sub-01", "sub-02"] and not lay.mixed
+
+
+def test_bids_app_label_placeholders(tmp_path: Path):
+    t = Tree(tmp_path, gen.DEFAULT)
+    lay = read_layout(t.root, "inputs/data", "bids", "session")
+    app = "app {input_dir} {output_dir} participant --participant-label {subject_label} " \
+          "--session-id {session_label}"
+    jobs = {j.job_id: j for j in make_jobs(lay.units, "inputs/data", "results", app)}
+    assert jobs["sub-01_ses-2"].command == ("app inputs/data/sub-01/ses-2 results/sub-01_ses-2 "
+                                            "participant --participant-label 01 --session-id 2")
+    assert cfgmod.validate(cfgmod.Config(command=app)) == [
+        p for p in cfgmod.validate(cfgmod.Config(command="x")) if "command" not in p]
+
+
+def test_subject_subdatasets_are_bids_not_ukb(tmp_path: Path):
+    t = Tree(tmp_path, gen.DEFAULT, subdatasets=True)
+    lay, jobs = t.jobs("session", layout="auto")
+    assert lay.kind == "bids"
+    assert jobs["sub-01_ses-2"].command.startswith("sh code/p.sh inputs/data/sub-01/ses-2 ")
+
+
+def test_emptyroom_left_out_unless_asked(tmp_path: Path):
+    t = Tree(tmp_path, {**gen.DEFAULT, "sub-emptyroom": {"ses-20261203": ["anat"]}})
+    lay, jobs = t.jobs()
+    assert "sub-emptyroom_ses-20261203" not in jobs
+    assert "sub-emptyroom" in lay.skipped
+    lay, jobs = t.jobs(emptyroom=True)
+    assert "sub-emptyroom_ses-20261203" in jobs and not lay.skipped
+
+
+def test_invalid_labels_refused_naming_them_until_excluded(tmp_path: Path):
+    t = Tree(tmp_path, {**gen.DEFAULT, "sub-12_x": {"": ["anat"]},
+                        "sub-03": {"ses-pre_op": ["anat"]}})
+    units = t.jobs()[0].units
+    with pytest.raises(FairbigError) as err:
+        refuse_bad_labels((u.subject, u.session) for u in units)
+    assert err.value.message == ("2 folder(s) of the input dataset are no valid BIDS labels "
+                              "(letters and digits only after sub-/ses-): 'ses-pre_op', "
+                              "'sub-12_x'")
+    assert err.value.hint.startswith("rename them, or leave them out with --exclude ")
+    refuse_bad_labels((u.subject, u.session)
+                      for u in select(units, (), ("sub-12_x", "sub-03_ses-pre_op")))
+
+
+def test_required_files_skip_jobs_with_a_reason(tmp_path: Path):
+    t = Tree(tmp_path, gen.DEFAULT)
+    lay, jobs = t.jobs(required_files=("anat/*_T1w.nii*",))
+    assert sorted(jobs) == ["sub-01_ses-1", "sub-01_ses-2"]
+    assert lay.skipped == {"sub-02_ses-1": "no file matches required_files anat/*_T1w.nii*"}
+    lay, jobs = t.jobs("subject", required_files=("anat/*_T1w.nii*",))
+    assert sorted(jobs) == ["sub-01"] and list(lay.skipped) == ["sub-02"]
+
+
+# ---------------------------------------------------------------- end to end (DataLad)
+
+DESCRIPTIVE = ["CHANGES", "README", "dataset_description.json", "participants.json",
+               "participants.tsv"]
+
+
+def seen(ana: Path, job: str) -> set[str]:
+    """What the listing pipeline saw with content, from the job's log (git-tracked
+    ``.gitattributes`` files aside: they are no BIDS files)."""
+    log = (ana / ".fairbig" / "work" / "logs" / f"{job}.log").read_text()
+    return {line.removeprefix("seen: ") for line in log.splitlines()
+            if line.startswith("seen: ") and not line.endswith(".gitattributes")}
+
+
+@pytest.fixture(scope="module")
+def bids_run(tmp_path_factory, image, lab_key) -> dict:
+    """A BIDS dataset annexing every file, planned by session and run with a pipeline
+    that lists what it sees."""
+    base = tmp_path_factory.mktemp("bids")
+    store = f"ria+file://{base}/input-store"
+    gen.generate(base / "bids", store_url=store)
+    ana = base / "analysis"
+    fairbig("init", str(ana), "--input", f"{store}#~bids", "--container", str(image),
+            "--command", "sh code/list_inputs.sh {output_dir}", "--by", "session",
+            "--input-store", f"{base}/analysis-in", "--output-store", f"{base}/analysis-out",
+            "--encrypt-to", lab_key,
+            "--code", str(REPO / "examples" / "bids-mini" / "code" / "list_inputs.sh"))
+    plan = json.loads(fairbig("plan", "--json", cwd=ana).stdout)
+    fairbig("submit", "-j", "2", cwd=ana)
+    return {"ana": ana, "src": base / "bids", "plan": plan}
+
+
+@pytest.mark.slow
+def test_every_inherited_file_is_present_in_the_job(bids_run):
+    ana, plan = bids_run["ana"], bids_run["plan"]
+    assert plan["layout"] == "bids" and plan["jobs"] == 3
+    assert plan["new"] == ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
+    assert plan["sessionless"] == [] and plan["mixed"] is False
+    assert seen(ana, "sub-01_ses-1") == {*DESCRIPTIVE, "T1w.json", "acq-mprage_T1w.json",
+                                         "task-rest_bold.json", "task-rest_events.tsv",
+                                         "sub-01/sub-01_sessions.tsv",
+                                         "sub-01/ses-1/sub-01_ses-1_scans.tsv",
+                                         "sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_T1w.nii.gz",
+                                         "sub-01/ses-1/func/sub-01_ses-1_task-rest_bold.nii.gz"}
+    assert seen(ana, "sub-02_ses-1") == {*DESCRIPTIVE, "dwi.json", "dwi.bval", "dwi.bvec",
+                                         "task-rest_bold.json", "task-rest_events.tsv",
+                                         "sub-02/sub-02_sessions.tsv",
+                                         "sub-02/ses-1/sub-02_ses-1_scans.tsv",
+                                         "sub-02/ses-1/dwi/sub-02_ses-1_dwi.nii.gz",
+                                         "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.nii.gz"}
+    merged = json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"]
+    assert merged == plan["new"]
+    rerun = json.loads(fairbig("rerun", "sub-02_ses-1", "--json", cwd=ana).stdout)["jobs"][0]
+    assert rerun["ok"] and set(rerun["files"].values()) == {"identical"}, rerun
+
+
+@pytest.mark.slow
+def test_only_what_a_job_inherits_or_owns_changes_it(bids_run):
+    ana, src = bids_run["ana"], bids_run["src"]
+
+    def replan() -> dict:
+        return json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
+
+    all_jobs = ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
+    gen.edit(src, {"README": "a better description\n", "CHANGES": "1.0.1\n"}, "describe")
+    out = replan()
+    assert out["input_updated"] and out["done"] == all_jobs and out["changed"] == []
+    gen.edit(src, {"T1w.json": '{"MagneticFieldStrength": 7}\n'}, "field strength")
+    out = replan()
+    assert out["changed"] == ["sub-01_ses-1", "sub-01_ses-2"] and out["done"] == ["sub-02_ses-1"]
+    participants = (src / "participants.tsv").read_text()
+    gen.write_subject(src, "sub-03", {"ses-1": ["anat"]})
+    gen.edit(src, {"participants.tsv": participants + gen.participant_row("sub-03")},
+             "sub-03 added")
+    out = replan()
+    assert out["new"] == ["sub-03_ses-1"]
+    assert out["changed"] == ["sub-01_ses-1", "sub-01_ses-2"] and out["done"] == ["sub-02_ses-1"]
+
+
+def test_bids_settings_are_validated():
+    cfg = cfgmod.from_partial("inputs:\n  bids_emptyroom: 'yes'\n  required_files: ['/abs']\n")
+    problems = cfgmod.validate(cfg)
+    assert "inputs.bids_emptyroom 'yes' must be true or false" in problems
+    assert "inputs.required_files: '/abs' must be a pattern relative to the job's folder" \
+        in problems
