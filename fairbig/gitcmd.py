@@ -114,7 +114,8 @@ def ls_tree(git_dir: Path | str, treeish: str, *paths: str, recursive: bool = Fa
     """Entries of ``treeish`` (below ``paths``, if given), streamed from one process;
     ``trees`` lists the folders of a recursive listing too (``-t``)."""
     args = ["--literal-pathspecs", "ls-tree", "-z", "--full-tree",
-            *(["-r"] if recursive else []), *(["-t"] if trees else []), treeish, *(["--", *paths] if paths else [])]
+            *(["-r"] if recursive else []), *(["-t"] if trees else []), treeish,
+            *(["--", *paths] if paths else [])]
     return parse_ls_tree(records(git_dir, args))
 
 
