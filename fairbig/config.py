@@ -14,6 +14,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from .backends import NAMES as BACKEND_NAMES
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
 
@@ -96,7 +97,6 @@ class Config:
     backend: BackendConfig = field(default_factory=BackendConfig)
 
 
-BACKENDS = ("local", "slurm", "htcondor")
 _FPR_RE = re.compile(r"^[0-9A-Fa-f]{16}([0-9A-Fa-f]{24})?$")
 _SLURM_TIME_RE = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
 _SIZE_RE = re.compile(r"^\d+(\.\d+)?\s*[KMGT]?i?B?$", re.IGNORECASE)
@@ -176,8 +176,8 @@ def validate(cfg: Config) -> list[str]:
     if not cfg.container or path_problem(cfg.container):
         p.append(f"container '{cfg.container}' must name a container, e.g. containers/ukb-mini")
     p += _command_problems(cfg.command)
-    if cfg.backend.name not in BACKENDS:
-        p.append(f"backend.name '{cfg.backend.name}' must be one of {', '.join(BACKENDS)}")
+    if cfg.backend.name not in BACKEND_NAMES:
+        p.append(f"backend.name '{cfg.backend.name}' must be one of {', '.join(BACKEND_NAMES)}")
     if cfg.backend.local.jobs < 0:
         p.append("backend.local.jobs must be 0 (one per core) or more")
     wd = cfg.job.workdir
