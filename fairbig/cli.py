@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__, dl, ui
+from .backends import NAMES as BACKEND_NAMES
 from .dataset import Analysis
 from .errors import FairbigError
 from .ids import require_planned
@@ -90,7 +91,7 @@ def cli(ctx: click.Context) -> None:
               help="file or folder to copy into code/ (repeatable)")
 @click.option("--layout", type=click.Choice(["auto", "ukb", "bids"]), default=None)
 @click.option("--by", type=click.Choice(["subject", "session"]), default=None)
-@click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default=None)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None)
 @json_option
 def init(target: Path, source: str, container: str, container_name: str,
          config_file: Path | None, command: str | None, input_store: str | None,
@@ -236,7 +237,7 @@ def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tup
 
 @cli.command(help="Submit planned jobs (local backend by default: runs them here)."
              + example("fairbig submit --backend slurm --failed"))
-@click.option("--backend", type=click.Choice(["local", "slurm", "htcondor"]), default=None)
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None)
 @click.option("--failed", is_flag=True, help="resubmit failed, cancelled and lost jobs only")
 @click.option("--only", multiple=True, help="only these IDs (or @FILE of IDs)")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,

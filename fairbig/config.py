@@ -23,13 +23,13 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from .backends import NAMES as BACKEND_NAMES
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
 from .jobtable import PLACEHOLDERS
 from .stores import LOCAL_SCHEME, local_root
 
 CONFIG_NAME = "fairbig.yaml"
-BACKENDS = ("local", "slurm", "htcondor")
 LAYOUTS = ("auto", "ukb", "bids")
 JOB_UNITS = ("subject", "session")
 COMMAND_PLACEHOLDERS = PLACEHOLDERS  # filled per job by fairbig (jobtable.py)
@@ -165,7 +165,7 @@ class RuntimeConfig:
 
 @dataclass
 class BackendConfig:
-    name: str = setting("local", f"Where jobs run: {' | '.join(BACKENDS)}.")
+    name: str = setting("local", f"Where jobs run: {' | '.join(BACKEND_NAMES)}.")
     local: LocalConfig = setting(LocalConfig, "Jobs as processes on this machine.")
     slurm: SlurmConfig = setting(SlurmConfig, "SLURM: one job array per submission.")
     htcondor: HTCondorConfig = setting(HTCondorConfig, "HTCondor: one DAG per submission.")
@@ -279,8 +279,8 @@ def validate(cfg: Config) -> list[str]:
     if not cfg.container or path_problem(cfg.container):
         p.append(f"container '{cfg.container}' must name a container, e.g. containers/ukb-mini")
     p += _command_problems(cfg.command)
-    if cfg.backend.name not in BACKENDS:
-        p.append(f"backend.name '{cfg.backend.name}' must be one of {', '.join(BACKENDS)}")
+    if cfg.backend.name not in BACKEND_NAMES:
+        p.append(f"backend.name '{cfg.backend.name}' must be one of {', '.join(BACKEND_NAMES)}")
     if cfg.backend.local.jobs < 0:
         p.append("backend.local.jobs must be 0 (one per core) or more")
     wd = cfg.job.workdir

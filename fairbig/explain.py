@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .backends.base import get_backend
+from .backends import get_backend
 from .config import Config
 from .jobstate import Submission
 from .states import PROBLEM_STATES, JobStatus

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .backends.base import Batch, SubmitRequest, get_backend
+from .backends import get_backend
+from .backends.base import Batch, SubmitRequest
 from .commands.check import CheckResult, container_call
 from .commands.plan import current_jobs, publish
 from .dataset import Analysis

@@ -21,10 +21,14 @@ OUTPUT = "{job_id}.out"  # in the run directory; a job's output before its log s
 
 
 class LocalBackend(Backend):
+    """Not a scheduler: ``submit`` itself runs the jobs, N at a time, and records each as
+    it starts (so it replaces the base class's hand-over of whole batches)."""
+
     name = "local"
 
-    def __init__(self, config: Config, jobs: int | None = None) -> None:
-        self.max_jobs = jobs or config.backend.local.jobs or os.cpu_count() or 1
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.max_jobs = config.backend.local.jobs or os.cpu_count() or 1
 
     def submit(self, req: SubmitRequest) -> list[Submission]:
         if req.dry_run:

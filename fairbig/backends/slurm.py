@@ -17,16 +17,17 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import CommandError, FairbigError
-from ..jobstate import Claim, Submission, now
+from ..jobstate import Claim, Submission
 from ..proc import run
 from ..render import render
-from .base import Backend, BackendView, Batch, SubmitRequest
+from .base import Backend, BackendView, Batch, Call, SubmitRequest
 
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED", "RESIZING"}
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 FAILURE_REASONS = {"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
                    "DEADLINE", "FAILED", "CANCELLED"}
 DEFAULT_MAX_ARRAY = 1001
+JOB_NAME = "fairbig"        # in the header; each array is renamed to its token on submit
 TOOLS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 OUTPUT = "slurm-%A_%a.out"  # in the run directory; %A_%a is the task's backend ID
 
@@ -39,45 +40,47 @@ class SlurmBackend(Backend):
     name = "slurm"
 
     def __init__(self, config: Config) -> None:
+        super().__init__(config)
         self.cfg = config.backend.slurm
         self.gpus = config.runtime.gpus
-        self.job_name = "fairbig"
 
     def header(self, req: SubmitRequest) -> str:
-        return render("slurm-header.j2", cfg=self.cfg, job_name=self.job_name, gpus=self.gpus)
+        return render("slurm-header.j2", cfg=self.cfg, job_name=JOB_NAME, gpus=self.gpus)
+
+    def files(self, req: SubmitRequest) -> dict[str, str]:
+        """``submit.sh``: the submit commands, to read or to run by hand."""
+        lines = []
+        for batch in req.batches:
+            call = self.submit_call(req, batch)
+            lines.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in call.env.items()) + " "
+                         + shlex.join(call.argv))
+        return {"submit.sh": "#!/bin/sh\n" + "\n".join(lines) + "\n"}
+
+    def submit_call(self, req: SubmitRequest, batch: Batch) -> Call:
+        env = {"FAIRBIG_JOB_LIST": str(req.run_dir / "jobs.txt"),
+               "FAIRBIG_TASK_OFFSET": str(batch.offset), "FAIRBIG_ATTEMPT": batch.token}
+        return Call(submit_argv(batch, req, self.cfg.throttle), env,
+                    "check the SLURM settings in fairbig.yaml (partition, account, time, mem)")
+
+    def parse_submit(self, stdout: str) -> str:
+        return parse_submit(stdout)
+
+    def backend_id(self, handle: str, index: int, job_id: str) -> str:
+        return f"{handle}_{index}"
+
+    def record_files(self, req: SubmitRequest, handles: Sequence[str]) -> dict[str, str]:
+        """``arrays.json``: which array holds which slice of ``jobs.txt`` (none after a
+        dry run, which has no handles)."""
+        arrays = [{"array_id": h, "offset": b.offset, "count": len(b.job_ids),
+                   "token": b.token} for h, b in zip(handles, req.batches, strict=False)]
+        return {"arrays.json": json.dumps(arrays, indent=1) + "\n"}
 
     def batch_size(self, dry_run: bool) -> int | None:
         if dry_run:
             return DEFAULT_MAX_ARRAY
         res = run(["scontrol", "show", "config"], check=False,
                   hint="run fairbig where the SLURM commands are, e.g. on a login node")
-        m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout, re.MULTILINE)
-        return int(m.group(1)) if m else DEFAULT_MAX_ARRAY
-
-    def submit(self, req: SubmitRequest) -> list[Submission]:
-        commands = []
-        subs: list[Submission] = []
-        arrays = []
-        for batch in req.batches:
-            env = {"FAIRBIG_JOB_LIST": str(req.run_dir / "jobs.txt"),
-                   "FAIRBIG_TASK_OFFSET": str(batch.offset), "FAIRBIG_ATTEMPT": batch.token}
-            cmd = submit_argv(batch, req, self.cfg.throttle)
-            commands.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
-                            + shlex.join(cmd))
-            if req.dry_run:
-                continue
-            res = run(cmd, env=env, hint="check the SLURM settings in fairbig.yaml "
-                      "(partition, account, time, mem)")
-            array_id = parse_submit(res.stdout)
-            part = [Submission(jid, self.name, f"{array_id}_{i}", now(), token=batch.token)
-                    for i, jid in enumerate(batch.job_ids)]
-            req.record(part)
-            subs += part
-            arrays.append({"array_id": array_id, "offset": batch.offset,
-                           "count": len(batch.job_ids), "token": batch.token})
-        (req.run_dir / "submit.sh").write_text("#!/bin/sh\n" + "\n".join(commands) + "\n")
-        (req.run_dir / "arrays.json").write_text(json.dumps(arrays, indent=1) + "\n")
-        return subs
+        return parse_max_array(res.stdout)
 
     def recover(self, claims: Sequence[Claim]) -> dict[str, str] | None:
         tokens = sorted({c.token for c in claims})
@@ -91,29 +94,16 @@ class SlurmBackend(Backend):
         return {c.job_id: f"{arrays[c.token]}_{c.index}" for c in claims if c.token in arrays}
 
     def poll(self, subs: Sequence[Submission]) -> dict[str, BackendView]:
+        """``squeue`` for what is queued or running; ``scontrol`` says why finished jobs
+        ended, while SLURM still knows them (MinJobAge)."""
         if not subs:
             return {}
         by_task = {s.backend_id: s.job_id for s in subs}
-        arrays = sorted({s.backend_id.split("_")[0] for s in subs})
-        res = run(["squeue", "--noheader", "--array", "--format=%i|%T",
-                   f"--jobs={','.join(arrays)}"], check=False)
-        out = parse_poll(res.stdout, by_task)
+        out = parse_poll(run(poll_argv(subs), check=False).stdout, by_task)
         gone = [s for s in subs if s.job_id not in out]
-        out.update(self._finished(gone, by_task))
-        return out
-
-    def _finished(self, subs: Sequence[Submission], by_task: dict[str, str]
-                  ) -> dict[str, BackendView]:
-        """Why finished jobs ended, while ``scontrol`` still knows them (MinJobAge)."""
-        out: dict[str, BackendView] = {}
-        for array in sorted({s.backend_id.split("_")[0] for s in subs}):
+        for array in arrays_of(gone):
             res = run(["scontrol", "--oneliner", "show", "job", array], check=False)
-            for line in res.stdout.splitlines():
-                f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-                tid = f"{f.get('ArrayJobId', f.get('JobId'))}_{f.get('ArrayTaskId', '')}"
-                state = f.get("JobState", "")
-                if tid in by_task and state in FAILURE_REASONS:
-                    out[by_task[tid]] = BackendView("finished", state)
+            out.update(parse_finished(res.stdout, by_task))
         return out
 
     def check(self) -> str:
@@ -166,6 +156,22 @@ def parse_submit(stdout: str) -> str:
     return array_id
 
 
+def parse_max_array(stdout: str) -> int:
+    """MaxArraySize from ``scontrol show config`` (SLURM's default if it says none)."""
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", stdout, re.MULTILINE)
+    return int(m.group(1)) if m else DEFAULT_MAX_ARRAY
+
+
+def arrays_of(subs: Sequence[Submission]) -> list[str]:
+    """The array IDs the submissions' tasks (``ARRAY_TASK``) belong to."""
+    return sorted({s.backend_id.split("_")[0] for s in subs})
+
+
+def poll_argv(subs: Sequence[Submission]) -> list[str]:
+    return ["squeue", "--noheader", "--array", "--format=%i|%T",
+            f"--jobs={','.join(arrays_of(subs))}"]
+
+
 def find_argv(tokens: Sequence[str]) -> list[str]:
     return ["squeue", "--noheader", "--states=all", "--format=%F|%j",
             f"--name={','.join(tokens)}"]
@@ -191,6 +197,19 @@ def parse_poll(stdout: str, by_task: dict[str, str]) -> dict[str, BackendView]:
                 view = "queued" if state in QUEUED else "running" if state in RUNNING \
                     else "finished"
                 out[by_task[tid]] = BackendView(view, "" if view != "finished" else state)
+    return out
+
+
+def parse_finished(stdout: str, by_task: dict[str, str]) -> dict[str, BackendView]:
+    """Views of tasks that ended for a reason worth showing (TIMEOUT, OUT_OF_MEMORY, ...),
+    by job ID, from ``scontrol --oneliner show job ARRAY``."""
+    out: dict[str, BackendView] = {}
+    for line in stdout.splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        tid = f"{f.get('ArrayJobId', f.get('JobId'))}_{f.get('ArrayTaskId', '')}"
+        state = f.get("JobState", "")
+        if tid in by_task and state in FAILURE_REASONS:
+            out[by_task[tid]] = BackendView("finished", state)
     return out
 
 

@@ -5,7 +5,7 @@ starts before the scheduler hears of the cancel, records itself cancelled."""
 
 from __future__ import annotations
 
-from ..backends.base import get_backend
+from ..backends import get_backend
 from ..dataset import Analysis, paths
 from ..jobstate import Submission
 from .status import status_with_attempts

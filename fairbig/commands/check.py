@@ -66,7 +66,7 @@ def _config(a: Analysis) -> str:
 
 
 def _scheduler(a: Analysis) -> str:
-    from ..backends.base import get_backend
+    from ..backends import get_backend
 
     return f"{a.config.backend.name}: {get_backend(a.config.backend.name, a.config).check()}"
 

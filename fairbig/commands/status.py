@@ -16,7 +16,8 @@ from collections.abc import Callable
 import click
 
 from .. import ui
-from ..backends.base import Backend, BackendView, get_backend
+from ..backends import get_backend
+from ..backends.base import Backend, BackendView
 from ..dataset import Analysis, paths
 from ..explain import Explanation, Failure, explain
 from ..jobstate import (

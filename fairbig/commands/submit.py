@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .. import ui
 from ..annexkeys import missing_in
-from ..backends.base import Backend, Batch, SubmitRequest, get_backend
+from ..backends import get_backend
+from ..backends.base import Backend, Batch, SubmitRequest
 from ..dataset import Analysis, lock_path, paths
 from ..errors import FairbigError
 from ..jobstate import (

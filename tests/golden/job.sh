@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+#SBATCH --time=01:00:00
+# fairbig job body, rendered by `fairbig submit` from templates/job.sh.j2.
+# The same body runs under every backend; only the header/submit file differs.
+# Usage: job.sh JOB_ID   (or FAIRBIG_JOB_ID, or FAIRBIG_JOB_LIST + array index)
+set -euo pipefail
+umask 022
+# -- constants of this submission (quoted when rendered) ------------------------
+input_url='ria+file:///data/input-store#9e1bd1c2-1111-2222-3333-444455556666'
+output_url=/data/output-store/9e1/bd1c2-1111-2222-3333-444455556666
+storage=output-storage
+lock_file=/data/output-store/.fairbig-push.lock
+state_dir=/data/ana/.fairbig/work/state
+log_dir=/data/ana/.fairbig/work/logs
+plan_commit=0123456789abcdef0123456789abcdef01234567
+results_dir=results
+container=code/containers/pipeline
+workdir_base='/scratch/$USER'
+run_id=20260101-120000-slurm
+main_branch=main
+push_lock_timeout=3600
+bindir=/opt/fairbig/.venv/bin
+export PATH="$bindir:$PATH"
+export GIT_TERMINAL_PROMPT=0
+# -- site set-up from fairbig.yaml (job.env_setup) -------------------------------
+module load apptainer
+export TMPDIR=/scratch/tmp
+
+# -- which job am I? ------------------------------------------------------------
+job_id=${1:-${FAIRBIG_JOB_ID:-}}
+if [ -z "$job_id" ] && [ -n "${FAIRBIG_JOB_LIST:-}" ]; then
+    task=${FAIRBIG_TASK_INDEX:-${SLURM_ARRAY_TASK_ID:-}}
+    offset=${FAIRBIG_TASK_OFFSET:-0}
+    job_id=$(sed -n "$((task + offset + 1))p" "$FAIRBIG_JOB_LIST")
+fi
+if ! [[ $job_id =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ ]] || [[ $job_id == *..* ]]; then
+    echo "fairbig job: invalid job ID '${job_id}'" >&2
+    exit 2
+fi
+# Logs go to one file per job whatever the backend, so status can show them.
+mkdir -p "$log_dir"
+exec >>"$log_dir/$job_id.log" 2>&1
+backend_id=${FAIRBIG_BACKEND_ID:-${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}}
+backend_id=${backend_id:-${SLURM_JOB_ID:-${CONDOR_JOB_ID:-local}}}
+backend_id=$(printf '%s' "$backend_id" | tr -cd 'A-Za-z0-9._-')
+host=$(hostname 2>/dev/null | tr -cd 'A-Za-z0-9._-')
+# Each attempt starts with a marker, so status shows this attempt's lines, never an
+# older attempt's tail (fairbig/explain.py reads it).
+printf '=== attempt %s %s %s ===\n' "$run_id" "$backend_id" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# the submit's token of this attempt: status matches this record to its claim
+attempt=$(printf '%s' "${FAIRBIG_ATTEMPT:-}" | tr -cd 'A-Za-z0-9._-')
+started=$(date +%s)
+step=start
+workdir=
+input_state=
+final=done   # the status a successful exit records (superseded: pushed nothing)
+detail=
+
+log() { printf '%s fairbig[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job_id" "$*"; }
+
+# A small JSON record per job that `fairbig status` reads, written by Python with
+# the one schema of fairbig.jobstate.JobRecord (temp file + rename: never half).
+jobstep() { "$bindir/python" -m fairbig.jobstep "$@"; }
+state() {
+    jobstep record "$state_dir" --job-id "$job_id" --status "$1" --step "$step" \
+        --exit-code "${2:-}" --host "$host" --pid "$$" --backend-id "$backend_id" \
+        --started "$started" --workdir "$workdir" --input-state "$input_state" \
+        --detail "$detail" --attempt "$attempt"
+}
+
+begin() {
+    step=$1
+    log "step $step"
+    state running
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT TERM INT HUP
+    if [ -n "$workdir" ] && [ -d "$workdir" ]; then
+        cd /
+        GNUPGHOME="$workdir/gnupg" gpgconf --kill all >/dev/null 2>&1 || true
+        chmod -R u+w "$workdir" 2>/dev/null || true
+        rm -rf "$workdir"
+    fi
+    if [ "$rc" -eq 0 ]; then
+        step=finished
+        state "$final" 0
+        log "$final in $(($(date +%s) - started)) s"
+    elif [ -e "$state_dir/$job_id.cancel" ]; then
+        state cancelled "$rc"
+        log "cancelled during step $step"
+    else
+        state failed "$rc"
+        log "FAILED in step $step (exit code $rc)"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
+
+# -- 1. ephemeral clone ----------------------------------------------------------
+begin clone
+mkdir -p "${workdir_base:-${TMPDIR:-/tmp}}"
+workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-/tmp}}/fairbig-job-$job_id.XXXXXX")
+state running
+export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
+datalad clone "$input_url" "$workdir/ds" --no-checkout
+cd "$workdir/ds"
+
+# -- 2. own branch, output store, encryption key -----------------------------------
+begin checkout
+git remote add output "$output_url"
+# Of the results tree only this job's directory: after a merge of thousands of jobs,
+# every job would otherwise check out everybody's results (42,715 jobs x 30 files:
+# about a minute and 1.3 M inodes per clone). The commit still holds them all.
+git sparse-checkout set --no-cone '/*' "!/$results_dir/*/" "/$results_dir/$job_id/"
+git checkout -q -b "job-$job_id" "$plan_commit"
+log "checked out; $(git ls-files -t -- "$results_dir" | grep -c '^S' || true) result file(s) of other jobs left out"
+export GNUPGHOME="$workdir/gnupg"
+mkdir -m 700 "$GNUPGHOME"
+# Public-key work needs no gpg-agent: its socket would live in GNUPGHOME, whose path
+# in a deep node-local work dir exceeds the socket length limit, and the daemon
+# would outlive a killed job. Without an agent, gpg's import exits 2 for its
+# secret-key lookup alone; what counts is every lab key in the keyring afterwards.
+echo no-autostart >"$GNUPGHOME/gpg.conf"
+gpg --batch --quiet --import .fairbig/lab-pubkey.asc 2>/dev/null || true
+fprs() { awk -F: '$1 == "fpr" { print $10 }'; }
+want=$(gpg --batch --with-colons --import-options show-only --import .fairbig/lab-pubkey.asc \
+       2>/dev/null | fprs)
+have=$(gpg --batch --with-colons --list-keys 2>/dev/null | fprs)
+if [ -z "$want" ] || [ -z "$have" ] || printf '%s\n' "$want" | grep -Fvxq -e "$have"; then
+    echo "fairbig job: cannot import the lab's public key(s) from .fairbig/lab-pubkey.asc" >&2
+    exit 2
+fi
+git config annex.gnupg-options "--trust-model always"
+# git-annex (10.20261026) refuses writes while any special remote this clone
+# enabled is unverified; each check prints the ID that confirms it.
+for remote in $(git config --name-only --get-regexp '^remote\..*\.annex-externaltype$' \
+                | sed 's/^remote\.//; s/\.annex-externaltype$//'); do
+    verify=$(git annex verifyremote "$remote" 2>&1 || true)
+    verify_id=$(printf '%s\n' "$verify" | sed -n 's/.*--safe \([^ ]*\).*/\1/p' | head -n 1)
+    if [ -n "$verify_id" ]; then
+        git annex verifyremote "$remote" --safe "$verify_id" >/dev/null
+    fi
+done
+
+field() { awk -F '\t' -v id="$job_id" -v n="$1" 'NR > 1 && $1 == id { print $n; exit }' .fairbig/plan.tsv; }
+if [ -z "$(field 1)" ]; then
+    echo "fairbig job: $job_id is not in the plan of commit $plan_commit" >&2
+    exit 2
+fi
+input_state=$(field 4)
+IFS=, read -r -a inputs <<<"$(field 5)"
+IFS=, read -r -a outputs <<<"$(field 6)"
+command=$(field 7)
+# Outputs are checked for what they are (no symlink on the way out of the clone)
+# before anything is deleted or written.
+jobstep outputs "$PWD" "${outputs[@]}"
+run_args=()
+for p in "${inputs[@]}"; do run_args+=(--input "$p"); done
+for p in "${outputs[@]}"; do run_args+=(--output "$p"); done
+
+# -- 3. only this job's inputs ------------------------------------------------------
+begin get
+datalad get -- "${inputs[@]}"
+
+# -- 4. the pipeline, recorded -------------------------------------------------------
+begin run
+# A job owns its outputs whole. Results of an earlier run (input changed after a
+# merge) are content-less links here; datalad run would leave those of a directory
+# output in place for the pipeline to write through, and stale files would survive.
+# Their removal is a commit of its own, so the run record's parent is the state the
+# pipeline saw and `datalad rerun` of the job commit alone reproduces it anywhere.
+if [ -n "$(git ls-files -- "${outputs[@]}")" ]; then
+    git rm -r -q -- "${outputs[@]}"
+    git commit -q -m "fairbig job $job_id: remove the outputs of an earlier run" \
+        -m "Input $input_state replaces them; the next commit records the new run."
+fi
+datalad containers-run -n "$container" --explicit \
+    -m "fairbig job $job_id (input $input_state)" "${run_args[@]}" -- "$command"
+
+# -- 5. content first: the branch must never arrive without its content --------------
+begin push-content
+git annex copy --to "$storage" -- "${outputs[@]}"
+missing=$(git annex find --not --in "$storage" -- "${outputs[@]}")
+if [ -n "$missing" ]; then
+    echo "fairbig job: content not in $storage: $missing" >&2
+    exit 3
+fi
+
+# -- 6. then the branch, one pusher at a time ------------------------------------------
+# Only if no newer result is in the store: a stale attempt never replaces one.
+begin push-branch
+rc=0
+why=$(jobstep push --store "$output_url" --remote output --lock-file "$lock_file" \
+      --job-id "$job_id" --input-state "$input_state" --plan-commit "$plan_commit" \
+      --main "$main_branch" --timeout "$push_lock_timeout") || rc=$?
+if [ "$rc" -eq 10 ]; then
+    final=superseded
+    detail=$why
+    log "superseded, nothing pushed: $why"
+elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+fi
+
+begin cleanup

@@ -1,0 +1,10 @@
+#SBATCH --job-name=fairbig
+#SBATCH --time=02:30:00
+#SBATCH --mem=8G
+#SBATCH --cpus-per-task=4
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --partition=short
+#SBATCH --account=lab-42
+#SBATCH --qos=normal
+#SBATCH --constraint=avx2
