@@ -55,6 +55,11 @@ workdir=
 input_state=
 final=done   # the status a successful exit records (superseded: pushed nothing)
 detail=
+# what each measured step used (fairbig/usage.py), one line per step, beside the record;
+# the container wrapper adds the runtime call's own line (step container)
+export FAIRBIG_USAGE_FILE="$state_dir/$job_id.usage" FAIRBIG_PYTHON="$bindir/python"
+mkdir -p "$state_dir"
+: >"$FAIRBIG_USAGE_FILE"
 
 log() { printf '%s fairbig[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job_id" "$*"; }
 
@@ -65,8 +70,10 @@ state() {
     jobstep record "$state_dir" --job-id "$job_id" --status "$1" --step "$step" \
         --exit-code "${2:-}" --host "$host" --pid "$$" --backend-id "$backend_id" \
         --started "$started" --workdir "$workdir" --input-state "$input_state" \
-        --detail "$detail" --attempt "$attempt"
+        --detail "$detail" --attempt "$attempt" --usage "$FAIRBIG_USAGE_FILE" \
+        --cpu-of "$$"
 }
+measure() { jobstep measure --step "$step" --usage "$FAIRBIG_USAGE_FILE" -- "$@"; }
 
 begin() {
     step=$1
@@ -107,7 +114,7 @@ mkdir -p "${workdir_base:-${TMPDIR:-/tmp}}"
 workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-/tmp}}/fairbig-job-$job_id.XXXXXX")
 state running
 export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
-datalad clone "$input_url" "$workdir/ds" --no-checkout
+measure datalad clone "$input_url" "$workdir/ds" --no-checkout
 cd "$workdir/ds"
 
 # -- 2. own branch, output store, encryption key -----------------------------------
@@ -165,7 +172,7 @@ for p in "${outputs[@]}"; do run_args+=(--output "$p"); done
 
 # -- 3. only this job's inputs ------------------------------------------------------
 begin get
-datalad get -- "${inputs[@]}"
+measure datalad get -- "${inputs[@]}"
 
 # -- 4. the pipeline, recorded -------------------------------------------------------
 begin run
@@ -179,12 +186,12 @@ if [ -n "$(git ls-files -- "${outputs[@]}")" ]; then
     git commit -q -m "fairbig job $job_id: remove the outputs of an earlier run" \
         -m "Input $input_state replaces them; the next commit records the new run."
 fi
-datalad containers-run -n "$container" --explicit \
+measure datalad containers-run -n "$container" --explicit \
     -m "fairbig job $job_id (input $input_state)" "${run_args[@]}" -- "$command"
 
 # -- 5. content first: the branch must never arrive without its content --------------
 begin push-content
-git annex copy --to "$storage" -- "${outputs[@]}"
+measure git annex copy --to "$storage" -- "${outputs[@]}"
 missing=$(git annex find --not --in "$storage" -- "${outputs[@]}")
 if [ -n "$missing" ]; then
     echo "fairbig job: content not in $storage: $missing" >&2
