@@ -22,9 +22,10 @@ BIN = Path(sys.executable).parent
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
 
 
-def load_generator():
+def load_generator(example: str = "ukb-mini"):
+    """The input generator of ``examples/<example>/`` as a module."""
     spec = importlib.util.spec_from_file_location(
-        "ukb_generate", REPO / "examples" / "ukb-mini" / "generate_input.py")
+        f"{example.replace('-', '_')}_generate", REPO / "examples" / example / "generate_input.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -7,7 +7,6 @@ sidecars included, with a pipeline that lists what it sees.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -19,20 +18,12 @@ from fairbig.bids import Name, refuse_bad_labels
 from fairbig.errors import FairbigError
 from fairbig.jobtable import BidsOptions, diff, make_jobs, read_layout, select
 
-from .conftest import REPO, fairbig
+from .conftest import REPO, fairbig, load_generator
 
 CMD = "sh code/p.sh {input_dir} {output_dir}"
 
 
-def load_bids_generator():
-    spec = importlib.util.spec_from_file_location(
-        "bids_generate", REPO / "examples" / "bids-mini" / "generate_input.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = load_bids_generator()
+gen = load_generator("bids-mini")
 
 
 def git(repo: Path, *args: str) -> str:
