@@ -46,8 +46,8 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     """Under ``pytest -n 2 --dist loadgroup`` (make test): the tests that use the
     machine's one SLURM cluster and HTCondor pool run in turn on one worker; every
     other module stays on one worker, so its module-scoped analysis is built once.
-    (Marked as each item is collected: xdist reads the groups in its own
-    collection_modifyitems hook, which runs before a conftest's.)"""
+    (Marked as each item is collected, before every collection_modifyitems hook:
+    xdist reads the groups in its own.)"""
     cluster = item.get_closest_marker("slurm") or item.get_closest_marker("htcondor")
     item.add_marker(pytest.mark.xdist_group("cluster" if cluster else item.module.__name__))
 
