@@ -140,7 +140,7 @@ def test_bad_input_refused_and_nothing_left(case: str, tmp_path: Path, ukb_input
         bad = base / "bad.tar"
         with tarfile.open(bad, "w") as tf:
             tf.add(base, arcname=".", recursive=False)
-        over["--container"], expect = str(bad), "does not run"
+        over["--container"], expect = str(bad), "give a SIF, an OCI or Docker image archive"
     elif case == "missing-input-url":
         over["--input"] = f"ria+file://{base}/nowhere#~ukb"
         expect = "datalad"

@@ -430,10 +430,10 @@ def test_plan_refuses_outputs_through_a_committed_symlink(ana, own_input, tmp_pa
     host.mkdir()
     (host / "precious").write_text("keep me")
     link = ana / "results" / victim
-    link.parent.mkdir(exist_ok=True)
     if link.exists():  # the module's analysis may hold the job's results already
         _git(ana, "rm", "-r", "-q", "--ignore-unmatch", f"results/{victim}")
         shutil.rmtree(link, ignore_errors=True)
+    link.parent.mkdir(exist_ok=True)  # git rm may have removed an emptied results/
     link.symlink_to(host)
     _git(ana, "add", f"results/{victim}")
     _git(ana, "commit", "-q", "-m", "a link where a job writes")

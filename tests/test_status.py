@@ -52,6 +52,15 @@ def setup_line(run_dir: Path) -> int:
     return lines.index(BAD_SETUP) + 1
 
 
+USAGE_HEADING = "resource use per job (medians)"
+
+
+def problems_part(stdout: str) -> list[str]:
+    """The lines before the resource-use section (tested in test_usage_report.py)."""
+    lines = stdout.splitlines()
+    return lines[:lines.index(USAGE_HEADING)] if USAGE_HEADING in lines else lines
+
+
 def counts_line(c: dict[str, int]) -> list[str]:
     """The table's two lines; a state the test does not name counts 0."""
     return ["  ".join(STATES), "  ".join(str(c.get(s, 0)).ljust(len(s)) for s in STATES).rstrip()]
@@ -62,7 +71,8 @@ def test_failures_grouped_by_cause_one_line_each_and_exit_3(ana, ukb_input):
     a, b = ukb_input["ids"][:2]
     proc = fairbig("status", cwd=ana, check=False)
     assert proc.returncode == 3, proc.stderr
-    assert proc.stdout.splitlines() == [
+    assert USAGE_HEADING in proc.stdout.splitlines()
+    assert problems_part(proc.stdout) == [
         "fairbig status",
         *counts_line({"planned": 0, "queued": 0, "running": 0, "done": 2, "failed": 2,
                       "cancelled": 0, "lost": 0, "merged": 0}),
@@ -84,13 +94,13 @@ def test_state_filter_and_tail(ana, ukb_input):
     a, b, c, d = ukb_input["ids"]
     proc = fairbig("status", "--state", "failed", "--tail", "2", cwd=ana, check=False)
     assert proc.returncode == 3
-    lines = proc.stdout.splitlines()[3:]
+    lines = problems_part(proc.stdout)[3:]
     assert lines[0] == f"{a}  failed in step run: pipeline: cannot read {a}  log: {log(ana, a)}"
     assert lines[1].startswith("    | ") and lines[2].startswith("    | ")
     assert lines[2].endswith("FAILED in step run (exit code 1)")
     assert lines[3] == f"{b}  failed in step run: pipeline: cannot read {b}  log: {log(ana, b)}"
     assert len(lines) == 6
-    done = fairbig("status", "--state", "done", cwd=ana, check=False).stdout.splitlines()[3:]
+    done = problems_part(fairbig("status", "--state", "done", cwd=ana, check=False).stdout)[3:]
     assert done == [f"{c}  done", f"{d}  done"]
 
 
