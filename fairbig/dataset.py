@@ -22,6 +22,12 @@ MAIN_BRANCH = "main"
 WORK = Path(".fairbig") / "work"
 
 
+def dataset_id_of(path: Path) -> str:
+    """The DataLad dataset ID of the dataset at ``path`` (a RIA store names it so)."""
+    return run(["git", "config", "-f", str(path / ".datalad" / "config"),
+                "datalad.dataset.id"]).stdout.strip()
+
+
 @contextmanager
 def new_repos_on_main_branch() -> Iterator[None]:
     """Every ``git init`` in this block (datalad create, the stores' bare repositories
@@ -80,8 +86,7 @@ class Analysis:
 
     @cached_property
     def dataset_id(self) -> str:
-        return run(["git", "config", "-f", str(self.root / ".datalad" / "config"),
-                    "datalad.dataset.id"]).stdout.strip()
+        return dataset_id_of(self.root)
 
     @property
     def work(self) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import config as cfgmod
 from .. import dl, gpg
-from ..dataset import new_repos_on_main_branch
+from ..dataset import dataset_id_of, new_repos_on_main_branch
 from ..errors import FairbigError
 from ..images import ImageKind, image_kind
 from ..proc import run
@@ -150,7 +150,7 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
             rollback.track_store(out_store, dsid)
             _add_output_store(target, out_store, fprs)
             step("publishing to the input store")
-            sub_id = _dataset_id(target / CONTAINERS_DIR)
+            sub_id = dataset_id_of(target / CONTAINERS_DIR)
             rollback.track_store(in_store, dsid)
             rollback.track_store(in_store, sub_id)
             _publish_input(target, in_store)
@@ -161,11 +161,6 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
         raise
     return InitResult(target, dsid, in_store.url, out_store.url, f"{CONTAINERS_DIR}/{name}",
                       fprs)
-
-
-def _dataset_id(path: Path) -> str:
-    return run(["git", "config", "-f", str(path / ".datalad" / "config"),
-                "datalad.dataset.id"]).stdout.strip()
 
 
 def _build(target: Path, opts: InitOptions, image: Path, kind: ImageKind | None, name: str,
@@ -195,7 +190,7 @@ def _build(target: Path, opts: InitOptions, image: Path, kind: ImageKind | None,
         step(f"adding the container '{name}' ({kind.name})")
         _add_container(target, image, kind, name)
     dl.call(dapi.save, dataset=str(target), message="fairbig: set up analysis dataset")
-    return _dataset_id(target)
+    return dataset_id_of(target)
 
 
 def _add_container(target: Path, image: Path, kind: ImageKind, name: str) -> None:
@@ -298,7 +293,5 @@ def _store_head_follows(ds: Path, store: RiaStore) -> None:
     brings may live on another (ReproNim/containers: ``master``), and a clone of a
     HEAD that names no branch fails ("remote HEAD refers to nonexistent ref")."""
     branch = run(["git", "symbolic-ref", "--short", "HEAD"], cwd=ds).stdout.strip()
-    dsid = run(["git", "config", "-f", str(ds / ".datalad" / "config"),
-                "datalad.dataset.id"]).stdout.strip()
-    run(["git", "--git-dir", str(store.dataset_dir(dsid)), "symbolic-ref", "HEAD",
+    run(["git", "--git-dir", str(store.dataset_dir(dataset_id_of(ds))), "symbolic-ref", "HEAD",
          f"refs/heads/{branch}"])
