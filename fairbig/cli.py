@@ -12,6 +12,7 @@ import click
 
 from . import __version__, dl, ui
 from .backends import NAMES as BACKEND_NAMES
+from .contract import OUTPUT_STORAGE, WORK_DIR
 from .dataset import Analysis
 from .errors import FairbigError
 from .ids import require_planned
@@ -446,8 +447,8 @@ def verify(ctx: click.Context, job_ids: tuple[str, ...], sample: int | None, see
         elif bad:
             ui.say(f"repair: fairbig verify --repair {' '.join(bad)}  (runs them again here, "
                    "merges, verifies), or restore a good copy from a clone that holds it: "
-                   f"git annex drop --from {vf.STORAGE} --force --key KEY; "
-                   f"git annex copy --to {vf.STORAGE} --key KEY")
+                   f"git annex drop --from {OUTPUT_STORAGE} --force --key KEY; "
+                   f"git annex copy --to {OUTPUT_STORAGE} --key KEY")
     if not rep.ok and after is None:
         ctx.exit(1)
 
@@ -555,7 +556,7 @@ def export() -> None:
 
 @export.command("ro-crate",
                 help="Write a Process Run Crate (RO-Crate) of the merged computation to DIR "
-                "(default .fairbig/work/ro-crate): datasets, container, pipeline, encryption "
+                f"(default {WORK_DIR}/ro-crate): datasets, container, pipeline, encryption "
                 "and one action per merged job, linking to the DataLad dataset; no result "
                 "content, nothing decrypted."
                 + example("fairbig export ro-crate /data/share/crate --json"))

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from . import config as cfgmod
+from .contract import INPUT, LOGS, OUTPUT, PLAN_FILE, STATE, WORK_DIR
 from .errors import FairbigError
 from .proc import run
 from .stores import RiaStore, parse_store
@@ -19,7 +20,6 @@ from .stores import RiaStore, parse_store
 # defaults to it; the README and --help examples write STORE@main.
 MAIN_BRANCH = "main"
 
-WORK = Path(".fairbig") / "work"
 
 
 def dataset_id_of(path: Path) -> str:
@@ -90,21 +90,21 @@ class Analysis:
 
     @property
     def work(self) -> Path:
-        return self.root / WORK
+        return self.root / WORK_DIR
 
     @property
     def plan_file(self) -> Path:
-        return self.root / ".fairbig" / "plan.tsv"
+        return self.root / PLAN_FILE
 
     @cached_property
     def output_store(self) -> RiaStore:
         """Looked up for reading (status diagnoses a read-only store); each writing
         operation asks :meth:`RiaStore.require_writable` itself."""
-        return parse_store(self.config.stores.output, "output", writable=False)
+        return parse_store(self.config.stores.output, OUTPUT, writable=False)
 
     @cached_property
     def input_store(self) -> RiaStore:
-        return parse_store(self.config.stores.input, "input", writable=False)
+        return parse_store(self.config.stores.input, INPUT, writable=False)
 
     @property
     def output_git(self) -> Path:
@@ -139,7 +139,7 @@ class Analysis:
 
 def paths(a: Analysis) -> tuple[Path, Path, Path]:
     """The job state directory, the log directory and the submission log."""
-    return a.work / "state", a.work / "logs", a.work / "submissions.jsonl"
+    return a.work / STATE, a.work / LOGS, a.work / "submissions.jsonl"
 
 
 def lock_path(a: Analysis) -> Path:

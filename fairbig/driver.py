@@ -19,10 +19,11 @@ from functools import cached_property
 from pathlib import Path
 
 from .commands.plan import current_jobs
+from .contract import JOB_REF_PREFIX, LOGS, RUNS
 from .dataset import Analysis
 from .proc import run
 from .states import classify
-from .storeview import BRANCH_PREFIX, read_finished
+from .storeview import read_finished
 
 DRIVER_SUFFIX = "driver"   # run directory of the job body drivers use: runs/<commit12>-driver
 FAN_IN = 32                # markers per aggregate job: keeps every printed line a few KB
@@ -34,7 +35,7 @@ def head_commit(a: Analysis) -> str:
 
 def run_dir(a: Analysis, commit: str) -> Path:
     """One run directory per commit: every start of a driver reuses it."""
-    return a.work / "runs" / f"{commit[:12]}-{DRIVER_SUFFIX}"
+    return a.work / RUNS / f"{commit[:12]}-{DRIVER_SUFFIX}"
 
 
 def script_path(a: Analysis, commit: str) -> Path:
@@ -95,11 +96,11 @@ class SnakemakeView:
 
     @property
     def runs(self) -> Path:
-        return self.analysis.work / "runs"
+        return self.analysis.work / RUNS
 
     @property
     def logs(self) -> Path:
-        return self.analysis.work / "logs"
+        return self.analysis.work / LOGS
 
     @cached_property
     def commit(self) -> str:
@@ -211,4 +212,4 @@ class SnakemakeView:
 
 
 def branch_ref(job: str) -> str:
-    return BRANCH_PREFIX + job
+    return JOB_REF_PREFIX + job

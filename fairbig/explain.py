@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .backends import get_backend
 from .config import Config
+from .contract import JOB_WORKDIR, RUNS
 from .jobstate import Submission
 from .states import PROBLEM_STATES, JobStatus
 
@@ -196,7 +197,7 @@ def cause_line(att: Attempt) -> str:
 
 def group_key(f: Failure) -> tuple[str, str, str]:
     text = f.cause.replace(f.job_id, "<job>")
-    text = re.sub(r"fairbig-job-<job>\.\w+", "<workdir>", text)
+    text = re.sub(re.escape(JOB_WORKDIR) + r"<job>\.\w+", "<workdir>", text)
     text = re.sub(r"[0-9a-fA-F]{8,}|\d+", "#", text)
     return f.state, f.step, text
 
@@ -204,7 +205,7 @@ def group_key(f: Failure) -> tuple[str, str, str]:
 def explain(rows: Sequence[JobStatus], subs: dict[str, Submission], config: Config,
             work: Path, log_dir: Path, tail: int = 12) -> Explanation:
     """One cause line per failed or lost job (and its tail), and the causes grouped."""
-    runs = Runs(work / "runs")
+    runs = Runs(work / RUNS)
     backends = {}
     failures = []
     for r in rows:

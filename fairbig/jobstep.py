@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import usage
+from .contract import JOB_MESSAGE_RE, JOB_REF_PREFIX, MERGED_FILE, PLAN_FILE
 from .gitcmd import git
 from .ids import path_problem
 from .jobstate import JobRecord
 
 SUPERSEDED = 10  # exit code of ``push`` when a newer result is in the store
 LOCK_TIMEOUT = 11  # exit code of ``push`` when the push lock stayed held too long
-PLAN_FILE = ".fairbig/plan.tsv"
 LOCK_NOTICE_AFTER = 10.0  # seconds of waiting before the first log line
 LOCK_NOTICE_EVERY = 300.0
 
@@ -159,13 +159,12 @@ def _row(table: str, job_id: str) -> list[str] | None:
 
 def read_store(store: Path, job_id: str, main: str, plan_commit: str) -> StoreView:
     from .jobtable import HEADER
-    from .storeview import MERGED_FILE, MESSAGE_RE
 
-    ref = f"refs/heads/job-{job_id}"
+    ref = JOB_REF_PREFIX + job_id
     tip = _git(store, "rev-parse", "--verify", "-q", ref).stdout.strip()
     tip_state = ""
     if tip:
-        m = MESSAGE_RE.search(_git(store, "log", "-1", "--format=%s", tip).stdout)
+        m = JOB_MESSAGE_RE.search(_git(store, "log", "-1", "--format=%s", tip).stdout)
         tip_state = m.group(2) if m and m.group(1) == job_id else ""
     head = _git(store, "rev-parse", "--verify", "-q", f"refs/heads/{main}").stdout.strip()
     merged_state, wanted = "", None
@@ -225,7 +224,7 @@ def _holder(lock_file: Path) -> str:
 
 def push(args: argparse.Namespace) -> int:
     store, job_id = Path(args.store), args.job_id
-    ref = f"refs/heads/job-{job_id}"
+    ref = JOB_REF_PREFIX + job_id
     try:
         fd = acquire(Path(args.lock_file), args.timeout, job_id)
     except LockTimeout as exc:

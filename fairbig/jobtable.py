@@ -32,6 +32,7 @@ from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
 
 HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
+LIST_SEP = ","  # between the paths of the inputs and outputs columns
 UKB_RECORD_RE = re.compile(r"^\d+_(\d+)_\d+(\.[A-Za-z0-9.]+)?$")
 # What fairbig fills into the command per job; {subject_label}/{session_label} are the
 # bare BIDS labels a BIDS App takes (--participant-label 01, not sub-01).
@@ -63,7 +64,8 @@ class Job:
 
     def row(self) -> str:
         return "\t".join((self.job_id, self.subject, self.session, self.input_state,
-                          ",".join(self.inputs), ",".join(self.outputs), self.command))
+                          LIST_SEP.join(self.inputs), LIST_SEP.join(self.outputs),
+                          self.command))
 
 
 @dataclass
@@ -371,8 +373,8 @@ def parse_tsv(text: str) -> list[Job]:
         if problem := _row_problem(f):
             raise FairbigError(f"line {n} of the plan file {problem}",
                                "run 'fairbig plan' again; the plan is not edited by hand")
-        jobs.append(Job(f[0], f[1], f[2], f[3], tuple(f[4].split(",")),
-                        tuple(f[5].split(",")), f[6]))
+        jobs.append(Job(f[0], f[1], f[2], f[3], tuple(f[4].split(LIST_SEP)),
+                        tuple(f[5].split(LIST_SEP)), f[6]))
     return jobs
 
 
@@ -382,7 +384,7 @@ def _row_problem(fields: list[str]) -> str | None:
         return f"has {len(fields)} fields, not {len(HEADER)}"
     if problem := job_id_problem(fields[0]):
         return f"has a job ID {fields[0]!r} that {problem}"
-    for path in (*fields[4].split(","), *fields[5].split(",")):
+    for path in (*fields[4].split(LIST_SEP), *fields[5].split(LIST_SEP)):
         if problem := path_problem(path):
             return f"has a path {path!r} that {problem}"
     return None

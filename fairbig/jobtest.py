@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import contract
 from .backends import get_backend
 from .backends.base import Batch, SubmitRequest
 from .commands.check import CheckResult, container_call
@@ -24,7 +25,6 @@ from .errors import FairbigError
 from .explain import Attempt, cause_line, read_end
 from .jobstate import new_token
 from .render import render
-from .stores import STORAGE_SUFFIX
 
 TEST_ID = "fairbig-job-test"
 STEPS = ("node", "clone", "key", "get", "container", "write")
@@ -36,7 +36,8 @@ def render_test(a: Analysis, req: SubmitRequest, header: str, branch: str) -> No
         raise FairbigError("no planned job with inputs to test with", "run 'fairbig plan'")
     text = render(
         "job-test.sh.j2", header=header, input_url=a.input_store.clone_url(a.dataset_id),
-        output_url=str(a.output_git), storage="output" + STORAGE_SUFFIX,
+        output_url=str(a.output_git), storage=contract.OUTPUT_STORAGE,
+        output_remote=contract.OUTPUT, pubkey_file=contract.PUBKEY_FILE,
         lock_file=str(a.output_store.lock_file), input_path=jobs[0].inputs[0],
         image=a.container().image_path, container_call=container_call(a, "sh -c 'exit 0'"),
         branch=branch,

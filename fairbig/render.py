@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jinja2
 
+from . import contract
+from .ids import job_id_bash_function
 from .resources import templates_dir
 
 
@@ -53,7 +55,21 @@ def render(template: str, **values: object) -> str:
     return environment().get_template(template).render(**values)
 
 
-def job_body(ctx: JobContext) -> str:
+def contract_values() -> dict[str, object]:
+    """What the job body must agree on with fairbig's Python, each from its one
+    definition: the job-ID rule, the plan's file, columns and list separator, the run
+    commit's subject, the job branch, the output store's remote name."""
     from .jobstep import SUPERSEDED
+    from .jobtable import HEADER, LIST_SEP
 
-    return render("job.sh.j2", **asdict(ctx), superseded_exit=SUPERSEDED)
+    return {"valid_job_id": job_id_bash_function("valid_job_id"),
+            "plan_file": contract.PLAN_FILE, "list_sep": LIST_SEP,
+            "col": {name: n for n, name in enumerate(HEADER, start=1)},
+            "pubkey_file": contract.PUBKEY_FILE, "output_remote": contract.OUTPUT,
+            "job_branch": contract.JOB_BRANCH, "message_format": contract.job_message_printf(),
+            "cancel_mark": contract.CANCEL_MARK, "job_workdir": contract.JOB_WORKDIR,
+            "superseded_exit": SUPERSEDED}
+
+
+def job_body(ctx: JobContext) -> str:
+    return render("job.sh.j2", **asdict(ctx), **contract_values())

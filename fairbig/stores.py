@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .contract import STORAGE_SUFFIX
 from .errors import FairbigError
 from .proc import run
 
-STORAGE_SUFFIX = "-storage"
 LOCAL_SCHEME = "ria+file://"
 LOCK_NAME = "fairbig-push.lock"
 MERGE_LOCK_NAME = "fairbig-merge.lock"

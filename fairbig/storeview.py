@@ -6,15 +6,11 @@ and one blob read, however many jobs there are.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import JOB_MESSAGE_RE, JOB_REF_PREFIX, MERGED_FILE
 from .gitcmd import for_each_ref, git
-
-BRANCH_PREFIX = "refs/heads/job-"
-MERGED_FILE = ".fairbig/merged.tsv"
-MESSAGE_RE = re.compile(r"fairbig job (\S+) \(input ([0-9a-f]+)\)")
 
 
 @dataclass(frozen=True)
@@ -31,9 +27,9 @@ class Finished:
 def read_finished(store_git: Path, branch: str) -> Finished:
     branches: dict[str, tuple[str, str]] = {}
     for ref, sha, subject in for_each_ref(store_git, ("refname", "objectname", "contents:subject"),
-                                          BRANCH_PREFIX + "*"):
-        m = MESSAGE_RE.search(subject)
-        jid = ref[len(BRANCH_PREFIX):]
+                                          JOB_REF_PREFIX + "*"):
+        m = JOB_MESSAGE_RE.search(subject)
+        jid = ref[len(JOB_REF_PREFIX):]
         branches[jid] = (sha, m.group(2) if m and m.group(1) == jid else "")
     return Finished(branches, read_merged(store_git, branch))
 

@@ -10,12 +10,10 @@ step means a merge killed after publishing main is completed by the next
 from __future__ import annotations
 
 from .annexkeys import diff_entries, keys_of, record_present
+from .contract import OUTPUT, OUTPUT_STORAGE
 from .dataset import Analysis
 from .errors import FairbigError
 from .proc import run
-from .stores import STORAGE_SUFFIX
-
-OUTPUT = "output"
 
 
 def store_main(a: Analysis) -> str:
@@ -44,7 +42,7 @@ def sync(a: Analysis) -> int:
                            f"merge them by hand: git -C {a.root} merge {OUTPUT}/{branch}")
     gdir = a.root / ".git"
     files = keys_of(gdir, diff_entries(gdir, head, main, a.config.results))
-    record_present(a.root, OUTPUT + STORAGE_SUFFIX, sorted({f.key for f in files}))
+    record_present(a.root, OUTPUT_STORAGE, sorted({f.key for f in files}))
     # setpresentkey leaves its records in the journal; merge commits them
     # and unites our git-annex branch with the store's before we push it.
     run(["git", "annex", "merge"], cwd=a.root)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .contract import JOB_REF_PREFIX
 from .gitcmd import DELETED, GITLINK, diff_tree, for_each_ref, git, missing_objects
 
 FSCK_HINT = "check the output store's repository with 'git fsck'"
@@ -89,7 +90,7 @@ def _commit_sha(git_dir: Path, rev: str) -> str:
     return _git(git_dir, "rev-parse", "--verify", f"{rev}^{{commit}}").decode().strip()
 
 
-def list_refs(git_dir: Path, prefix: str = "refs/heads/job-") -> dict[str, str]:
+def list_refs(git_dir: Path, prefix: str = JOB_REF_PREFIX) -> dict[str, str]:
     """Every ref starting with ``prefix`` -> the sha it points at, from one ``for-each-ref``.
 
     for-each-ref patterns match whole path components or globs; asking for the

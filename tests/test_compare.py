@@ -366,3 +366,19 @@ def test_resolve_side_errors(tmp_path: Path, spec: str, message: str):
     assert "\n" not in str(info.value)
     with pytest.raises(FairbigError, match=message):
         compare_sides(spec.format(tmp=tmp_path, repo=repo), str(repo))
+
+
+def test_compare_reads_below_the_results_folder_fairbig_yaml_names(tmp_path: Path):
+    """fairbig.yaml's `results` is the folder compared, not a literal 'results'; two
+    sides that name different folders are refused in one line."""
+    cfg = text("results: out/res\n")
+    a = bare(tmp_path / "a", main={"fairbig.yaml": cfg, "out/res/j1/f.txt": annex(K1, 3),
+                                   "results/j1/f.txt": annex(K1)})
+    b = bare(tmp_path / "b", main={"fairbig.yaml": cfg, "out/res/j1/f.txt": annex(K2, 3),
+                                   "results/j1/f.txt": annex(K1)})
+    comp = compare_sides(f"{a}@main", f"{b}@main")
+    assert comp.units == {"out/res/j1": DIFFERS}
+    c = bare(tmp_path / "c", main={"fairbig.yaml": text("results: results\n"),
+                                   "results/j1/f.txt": annex(K1)})
+    with pytest.raises(FairbigError, match="different folders: out/res and results"):
+        compare_sides(f"{a}@main", f"{c}@main")

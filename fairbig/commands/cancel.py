@@ -6,6 +6,7 @@ starts before the scheduler hears of the cancel, records itself cancelled."""
 from __future__ import annotations
 
 from ..backends import get_backend
+from ..contract import CANCEL_MARK
 from ..dataset import Analysis, paths
 from ..jobstate import Submission
 from .status import status_with_attempts
@@ -19,7 +20,7 @@ def cancel(a: Analysis, job_ids: set[str]) -> list[str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     by_backend: dict[str, list[Submission]] = {}
     for jid in active:
-        (state_dir / f"{jid}.cancel").touch()
+        (state_dir / (jid + CANCEL_MARK)).touch()
         if subs[jid].backend_id:
             by_backend.setdefault(subs[jid].backend, []).append(subs[jid])
     for name, group in by_backend.items():

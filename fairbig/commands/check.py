@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import requires, version
 
 from .. import gpg, sandbox
 from ..config import GPU_RUNTIMES
@@ -15,7 +15,18 @@ from ..dataset import Analysis
 from ..errors import FairbigError
 from ..proc import run
 
-GIT_ANNEX_PIN = "10.20261026"
+
+def _pinned(dist: str) -> str:
+    """The version pyproject.toml pins ``dist`` to (``dist==X``), the one place it is
+    written: read back from fairbig's installed metadata."""
+    for req in requires("fairbig") or ():
+        name, sep, pin = req.partition("==")
+        if sep and name.strip() == dist:
+            return pin.split(";")[0].strip()
+    raise RuntimeError(f"fairbig's metadata pins no {dist}")  # a broken install
+
+
+GIT_ANNEX_PIN = _pinned("git-annex")
 RUNTIMES = ("apptainer", "singularity", "bwrap", "podman")
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .. import config as cfgmod
 from ..annexkeys import key_of_link
 from ..errors import FairbigError
 from ..gitcmd import DELETED, SYMLINK, cat_file, diff_tree, git, ls_tree, path_of, records, stream
@@ -30,6 +31,8 @@ from ..stores import RiaStore
 IDENTICAL, DIFFERS, UNDECIDABLE = "identical", "differs", "undecidable"
 ONLY_A, ONLY_B = "only-in-A", "only-in-B"
 STATUSES = (IDENTICAL, DIFFERS, UNDECIDABLE, ONLY_A, ONLY_B)
+
+DEFAULT_RESULTS = cfgmod.Config.results  # where a side has no fairbig.yaml
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def _commit(git_dir: Path, ref: str) -> str:
 # ---------------------------------------------------------------- reading trees
 
 
-def read_results(side: Side, root: str = "results") -> dict[str, str]:
+def read_results(side: Side, root: str = DEFAULT_RESULTS) -> dict[str, str]:
     """Path -> content identity of every file below ``root``, in tree order.
 
     The identity is the annex key of an annex symlink, ``link:<blob>`` for
@@ -242,7 +245,7 @@ class Comparison:
 
 
 def compare(a: Mapping[str, str], b: Mapping[str, str], unit_depth: int = 1,
-            root: str = "results") -> Comparison:
+            root: str = DEFAULT_RESULTS) -> Comparison:
     """Compare two ``path -> identity`` maps (:func:`read_results`); pure.
 
     A unit is the first ``unit_depth`` components below ``root``
@@ -292,16 +295,30 @@ def _unit_statuses(units_a: set[str], units_b: set[str], differences: Mapping[st
     return out
 
 
-def compare_sides(a: str, b: str, root: str = "results") -> Comparison:
-    """What ``fairbig compare A B`` runs: resolve both specs, then :func:`compare_trees`."""
+def compare_sides(a: str, b: str) -> Comparison:
+    """What ``fairbig compare A B`` runs: resolve both specs, then :func:`compare_trees`
+    below the results folder their fairbig.yaml names."""
     try:
         sa, sb = resolve_side(a), resolve_side(b)
     except ValueError as exc:
         raise FairbigError(str(exc)) from exc
-    return compare_trees(sa, sb, root)
+    roots = {results_dir(sa), results_dir(sb)}
+    if len(roots) > 1:
+        raise FairbigError(f"the two sides keep their results in different folders: "
+                           f"{' and '.join(sorted(roots))} (fairbig.yaml 'results')",
+                           "compare results of analyses that name the same folder")
+    return compare_trees(sa, sb, roots.pop())
 
 
-def compare_trees(sa: Side, sb: Side, root: str = "results") -> Comparison:
+def results_dir(side: Side) -> str:
+    """The results folder the side's committed fairbig.yaml names (the default where a
+    side has none, a dataset fairbig did not make)."""
+    text = git(side.git_dir, "cat-file", "blob", f"{side.ref}:{cfgmod.CONFIG_NAME}",
+               check=False)
+    return cfgmod.from_partial(text.stdout).results if text.returncode == 0 else DEFAULT_RESULTS
+
+
+def compare_trees(sa: Side, sb: Side, root: str = DEFAULT_RESULTS) -> Comparison:
     """The result of ``compare(read_results(sa), read_results(sb))``, read frugally.
 
     Units are job folders (``results/<job>``, unit depth 1), as jobs write

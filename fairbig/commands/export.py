@@ -41,22 +41,21 @@ from urllib.parse import quote
 from .. import __version__
 from .. import config as cfgmod
 from ..annexkeys import blob_texts
+from ..contract import OUTPUT_STORAGE, PLAN_FILE
 from ..dataset import Analysis, paths
 from ..errors import FairbigError
 from ..gitcmd import GITLINK, Entry, git, ls_tree
 from ..gittree import git_dir_of
 from ..jobstate import JobRecord, read_records
 from ..jobtable import HEADER
-from ..stores import STORAGE_SUFFIX
 from ..storeview import MERGED_FILE, read_merged_rows
-from ..sync import OUTPUT, store_main
+from ..sync import store_main
 
 METADATA = "ro-crate-metadata.json"
 RO_CRATE = "https://w3id.org/ro/crate/1.1"
 WFRUN_CONTEXT = "https://w3id.org/ro/terms/workflow-run/context"
 CONTEXT = [f"{RO_CRATE}/context", WFRUN_CONTEXT]
 PROFILE = "https://w3id.org/ro/wfrun/process/0.5"
-PLAN_FILE = ".fairbig/plan.tsv"
 ANALYSIS_ID = "#analysis-dataset"
 INPUTS_ID = "#input-dataset"
 CONTAINER_DS_ID = "#container-dataset"
@@ -377,7 +376,7 @@ def _encryption(git_dir: Path, keys: list[str]) -> EncryptionFacts:
     mode, keyids = "unknown", ()
     for line in log.splitlines():
         fields = dict(f.partition("=")[::2] for f in line.split()[1:])
-        if fields.get("name") == OUTPUT + STORAGE_SUFFIX:
+        if fields.get("name") == OUTPUT_STORAGE:
             mode = fields.get("encryption", "none")
             keyids = tuple(k for k in fields.get("pubkeys", fields.get("keyid", ""))
                            .split(",") if k)

@@ -17,22 +17,20 @@ import tempfile
 from pathlib import Path
 
 from .. import dl
+from ..contract import JOB_REF_PREFIX, OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gitcmd import SYMLINK, git, ls_tree
 from ..ids import job_id_problem, path_problem
 from ..proc import run
-from ..stores import STORAGE_SUFFIX
-from ..storeview import BRANCH_PREFIX, read_finished
-
-STORAGE = "output" + STORAGE_SUFFIX
+from ..storeview import read_finished
 
 
 def result_ref(a: Analysis, job: str) -> str:
     """The ref holding the job's newest result: its branch, else the merged main."""
     finished = read_finished(a.output_git, a.default_branch)
     if job in finished.branches:
-        return BRANCH_PREFIX + job
+        return JOB_REF_PREFIX + job
     if job in finished.merged:
         return f"refs/heads/{a.default_branch}"
     raise FairbigError(f"job {job} has no result in the output store",
@@ -88,10 +86,10 @@ def fetch(a: Analysis, job: str, path: str, dest: Path) -> Path:
             # A job pushes its content, then only its branch: the store's location log
             # learns of the content at the merge. git-annex gets only from remotes the
             # log names, so the reader (which never pushes) is told first.
-            uuid = run(["git", "config", f"remote.{STORAGE}.annex-uuid"], cwd=reader).stdout
+            uuid = run(["git", "config", f"remote.{OUTPUT_STORAGE}.annex-uuid"], cwd=reader).stdout
             run(["git", "annex", "setpresentkey", key, uuid.strip(), "1"], cwd=reader)
-            run(["git", "annex", "get", "--quiet", "--key", key, "--from", STORAGE], cwd=reader,
-                hint="check the output store and that the lab's secret key can decrypt")
+            run(["git", "annex", "get", "--quiet", "--key", key, "--from", OUTPUT_STORAGE],
+                cwd=reader, hint="check the output store and that the lab's secret key can decrypt")
             src = run(["git", "annex", "contentlocation", key], cwd=reader).stdout.strip()
             shutil.copyfile(reader / src, tmp)
         os.replace(tmp, dest)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import config as cfgmod
 from .. import dl, gpg
+from ..contract import FAIRBIG_DIR, INPUT, OUTPUT, PUBKEY_FILE, WORK_DIR
 from ..dataset import dataset_id_of, new_repos_on_main_branch
 from ..errors import FairbigError
 from ..images import ImageKind, image_kind
@@ -30,7 +31,7 @@ GITATTRIBUTES = """\
 # fairbig: results are always annexed, so the output store encrypts them.
 {results}/** annex.largefiles=anything
 # fairbig's own bookkeeping is small text kept in git.
-.fairbig/** annex.largefiles=nothing
+{fairbig_dir}/** annex.largefiles=nothing
 fairbig.yaml annex.largefiles=nothing
 """
 PLAINTEXT_NOTE = ("Encrypted at rest: the content of every annexed result file. "
@@ -124,8 +125,8 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
     else:
         kind, name = _check_container(image), opts.container_name or image.name.split(".")[0]
     fprs = _check_keys(opts.keys)
-    in_store = parse_store(opts.input_store, "input")
-    out_store = parse_store(opts.output_store, "output")
+    in_store = parse_store(opts.input_store, INPUT)
+    out_store = parse_store(opts.output_store, OUTPUT)
     if in_store.root == out_store.root:
         raise FairbigError("input and output store are the same",
                            "use a separate output store: only it is encrypted")
@@ -169,11 +170,13 @@ def _build(target: Path, opts: InitOptions, image: Path, kind: ImageKind | None,
 
     step(f"creating the analysis dataset {target}")
     dl.call(dapi.create, path=str(target), cfg_proc=["yoda"])
-    (target / ".gitattributes").open("a").write(GITATTRIBUTES.format(results="results"))
-    (target / ".gitignore").open("a").write(".fairbig/work/\n.snakemake/\n")
-    (target / ".fairbig").mkdir()
-    (target / ".fairbig" / "lab-pubkey.asc").write_text(gpg.export_public(fprs))
     (target / cfgmod.CONFIG_NAME).write_text(cfg_text)
+    results = cfgmod.load(target / cfgmod.CONFIG_NAME).results
+    (target / ".gitattributes").open("a").write(
+        GITATTRIBUTES.format(results=results, fairbig_dir=FAIRBIG_DIR))
+    (target / ".gitignore").open("a").write(f"{WORK_DIR}/\n.snakemake/\n")
+    (target / FAIRBIG_DIR).mkdir()
+    (target / PUBKEY_FILE).write_text(gpg.export_public(fprs))
     for code in opts.code:
         dest = target / "code" / code.name
         if code.is_dir():
@@ -272,20 +275,20 @@ def _install_container_dataset(target: Path, source: str, name: str) -> None:
 def _add_output_store(target: Path, store: RiaStore, fprs: list[str]) -> None:
     import datalad.api as dapi
 
-    dl.call(dapi.create_sibling_ria, url=store.url, name="output", dataset=str(target),
+    dl.call(dapi.create_sibling_ria, url=store.url, name=OUTPUT, dataset=str(target),
             storage_sibling=False, new_store_ok=True)
-    add_encrypted_storage(target, "output", store, fprs)
+    add_encrypted_storage(target, OUTPUT, store, fprs)
 
 
 def _publish_input(target: Path, store: RiaStore) -> None:
     import datalad.api as dapi
 
     for ds in (target / CONTAINERS_DIR, target):
-        dl.call(dapi.create_sibling_ria, url=store.url, name="input", dataset=str(ds),
+        dl.call(dapi.create_sibling_ria, url=store.url, name=INPUT, dataset=str(ds),
                 new_store_ok=True)
-        dl.call(dapi.push, dataset=str(ds), to="input")
+        dl.call(dapi.push, dataset=str(ds), to=INPUT)
         _store_head_follows(ds, store)
-    dl.call(dapi.push, dataset=str(target), to="output")
+    dl.call(dapi.push, dataset=str(target), to=OUTPUT)
 
 
 def _store_head_follows(ds: Path, store: RiaStore) -> None:

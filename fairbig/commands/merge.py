@@ -19,11 +19,12 @@ from pathlib import Path
 from .. import treemerge as tm
 from .. import ui
 from ..annexkeys import keys_of, missing_in
+from ..contract import JOB_REF_PREFIX, OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gitcmd import GitError, for_each_ref, git
-from ..stores import STORAGE_SUFFIX, exclusive, waiting_for
-from ..storeview import BRANCH_PREFIX, MERGED_FILE, read_finished, read_merged_rows
+from ..stores import exclusive, waiting_for
+from ..storeview import MERGED_FILE, read_finished, read_merged_rows
 from ..sync import OUTPUT, store_main, sync
 from .plan import current_jobs
 from .report import record_merge
@@ -72,15 +73,15 @@ def _collect(a: Analysis, base: str, out: MergeOutcome) -> list[tm.JobBranch]:
         elif jid in stale and jid not in contained:
             out.outdated.append(jid)
         else:
-            branches.append(tm.JobBranch(jid, BRANCH_PREFIX + jid, sha,
+            branches.append(tm.JobBranch(jid, JOB_REF_PREFIX + jid, sha,
                                          tuple(f"{o}/" for o in job.outputs)))
     return branches
 
 
 def _contained(store_git: Path, base: str) -> set[str]:
     """Jobs whose branch tip ``base`` already contains, from one ``for-each-ref``."""
-    refs = for_each_ref(store_git, ("refname",), f"--merged={base}", BRANCH_PREFIX + "*")
-    return {ref[len(BRANCH_PREFIX):] for ref, in refs}
+    refs = for_each_ref(store_git, ("refname",), f"--merged={base}", JOB_REF_PREFIX + "*")
+    return {ref[len(JOB_REF_PREFIX):] for ref, in refs}
 
 
 def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
@@ -91,7 +92,7 @@ def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
     if dry_run:
         return _merge(a, True, keep_branches, shared)
     store = a.output_store
-    store.require_writable("output")
+    store.require_writable(OUTPUT)
     with exclusive(store.merge_lock_file, "another 'fairbig merge' is writing to this "
                    "output store", "it merges these job branches too: wait for it to end, "
                    "then check with 'fairbig status'"):
@@ -130,7 +131,7 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
                            "identical shared file with --shared PATTERN", details, out)
     files = keys_of(sgit, [(c.path, c.mode, c.sha) for c in comp.changes if not c.deleted])
     job_of = {c.path: c.job_id for c in comp.changes}
-    missing = set(missing_in(a.root, OUTPUT + STORAGE_SUFFIX, sorted({f.key for f in files})))
+    missing = set(missing_in(a.root, OUTPUT_STORAGE, sorted({f.key for f in files})))
     for f in files:
         if f.key in missing:
             out.missing.setdefault(job_of[f.path], []).append(f.path)
@@ -191,7 +192,7 @@ def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutc
     if keep or not done:
         return
     with waiting_for(a.output_store.lock_file):
-        now = tm.list_refs(a.output_git, BRANCH_PREFIX)
+        now = tm.list_refs(a.output_git, JOB_REF_PREFIX)
         gone = [b for b in done if now.get(b.ref) == b.tip]
         if gone:
             git(a.output_git, "update-ref", "--stdin",

@@ -17,6 +17,7 @@ from typing import Any
 from .. import config as cfgmod
 from .. import dl
 from ..bids import refuse_bad_labels
+from ..contract import INPUT, OUTPUT
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gittree import git_dir_of, gitlink, symlinked_outputs
@@ -306,13 +307,13 @@ def publish(a: Analysis) -> None:
     """Jobs clone from the input store and push onto the output store's history."""
     import datalad.api as dapi
 
-    a.output_store.require_writable("output")  # before anything is pushed anywhere
+    a.output_store.require_writable(OUTPUT)  # before anything is pushed anywhere
 
     container_ds = a.root / a.config.container.rpartition("/")[0]
     if container_ds != a.root and (container_ds / ".datalad").exists():
-        dl.call(dapi.push, dataset=str(container_ds), to="input",
+        dl.call(dapi.push, dataset=str(container_ds), to=INPUT,
                 hint="check that the input store is reachable and writable")
-    for sibling in ("input", "output"):
+    for sibling in (INPUT, OUTPUT):
         dl.call(dapi.push, dataset=str(a.root), to=sibling, data="nothing",
                 hint=f"check that the '{sibling}' store is reachable and writable, then run "
                 "'fairbig plan' again to publish the committed plan")

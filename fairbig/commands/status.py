@@ -18,6 +18,7 @@ import click
 from .. import ui
 from ..backends import get_backend
 from ..backends.base import Backend, BackendView
+from ..contract import CANCEL_MARK
 from ..dataset import Analysis, paths
 from ..explain import Explanation, Failure, explain
 from ..jobstate import (
@@ -79,7 +80,7 @@ def status_with_attempts(a: Analysis, backend: Backend | None = None
     for name, group in by_backend.items():
         views.update(backend_named(name).poll(group))
     finished = read_finished(a.output_git, a.default_branch)
-    cancelled = {p.name[:-len(".cancel")] for p in state_dir.glob("*.cancel")}
+    cancelled = {p.name[:-len(CANCEL_MARK)] for p in state_dir.glob("*" + CANCEL_MARK)}
     records = current_records(records, tokens)
     views.update(outside_views(records, subs))
     return report(jobs, finished, records, subs, views, cancelled), subs

@@ -15,6 +15,7 @@ from .. import ui
 from ..annexkeys import missing_in
 from ..backends import get_backend
 from ..backends.base import Backend, Batch, SubmitRequest
+from ..contract import CANCEL_MARK, INPUT_STORAGE, OUTPUT_STORAGE, RUNS
 from ..dataset import Analysis, lock_path, paths
 from ..errors import FairbigError
 from ..jobstate import (
@@ -32,7 +33,6 @@ from ..proc import run
 from ..render import JobContext, job_body
 from ..sandbox import check_binds, wrapper_env
 from ..states import StatusReport
-from ..stores import STORAGE_SUFFIX
 from .plan import current_jobs, publish
 from .status import current_status
 
@@ -80,11 +80,11 @@ def render_run(a: Analysis, backend: Backend, batches: list[Batch], dry_run: boo
     state_dir, log_dir, _ = paths(a)
     job_ids = [j for b in batches for j in b.job_ids]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = a.work / "runs" / f"{stamp}-{backend.name}"
+    run_dir = a.work / RUNS / f"{stamp}-{backend.name}"
     n = 1
     while run_dir.exists():
         n += 1
-        run_dir = a.work / "runs" / f"{stamp}-{backend.name}-{n}"
+        run_dir = a.work / RUNS / f"{stamp}-{backend.name}-{n}"
     run_dir.mkdir(parents=True)
     (run_dir / "jobs.txt").write_text("".join(f"{j}\n" for j in job_ids))
     req = SubmitRequest(job_ids, batches, run_dir / "job.sh", run_dir, log_dir, state_dir,
@@ -103,7 +103,7 @@ def job_context(a: Analysis, header: str = "", commit: str = "",
     commit = commit or run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
     return JobContext(
         input_url=a.input_store.clone_url(a.dataset_id), output_url=str(a.output_git),
-        storage="output" + STORAGE_SUFFIX, lock_file=str(a.output_store.lock_file),
+        storage=OUTPUT_STORAGE, lock_file=str(a.output_store.lock_file),
         state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
         results=cfg.results, container=cfg.container, workdir=cfg.job.workdir,
         bindir=str(Path(sys.executable).parent), main_branch=a.default_branch,
@@ -125,7 +125,7 @@ class Claimed:
         for jid in job_ids:
             drop_claim(state_dir, self.claims[jid], self.replaced.get(jid))
             if jid in self.cancel_marks:
-                (state_dir / f"{jid}.cancel").touch()
+                (state_dir / (jid + CANCEL_MARK)).touch()
 
 
 def claim(a: Analysis, backend: Backend, job_ids: list[str], size: int | None
@@ -158,7 +158,7 @@ def claim(a: Analysis, backend: Backend, job_ids: list[str], size: int | None
         old = read_claims(state_dir)
         job_ids = [j for j in job_ids if j not in lost]
     for jid in job_ids:
-        marker = state_dir / f"{jid}.cancel"
+        marker = state_dir / (jid + CANCEL_MARK)
         if marker.exists():
             marker.unlink()
             done.cancel_marks.add(jid)
@@ -231,7 +231,7 @@ def _check_container(a: Analysis) -> None:
     c = a.container()
     ds_rel, ds, image = c.ds_rel, c.ds, c.image
     key = run(["git", "annex", "lookupkey", image], cwd=ds, check=False).stdout.strip()
-    if key and missing_in(ds, "input" + STORAGE_SUFFIX, [key]):
+    if key and missing_in(ds, INPUT_STORAGE, [key]):
         path = f"{ds_rel}/{image}" if ds_rel else image
         raise FairbigError(f"container image {path} has no content in the input store "
                            "(nor here)", f"get it back into {ds_rel or 'the dataset'} (e.g. "
@@ -243,7 +243,7 @@ def _check_keys(a: Analysis) -> None:
     log = run(["git", "cat-file", "blob", "git-annex:remote.log"], cwd=a.root,
               check=False).stdout
     fields = next((dict(f.split("=", 1) for f in line.split() if "=" in f)
-                   for line in log.splitlines() if f" name=output{STORAGE_SUFFIX} " in
+                   for line in log.splitlines() if f" name={OUTPUT_STORAGE} " in
                    f" {line} "), {})
     store_keys = [k for k in fields.get("pubkeys", "").split(",") if k]
     if not store_keys:

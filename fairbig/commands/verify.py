@@ -32,17 +32,16 @@ from pathlib import Path
 
 from .. import ui
 from ..annexkeys import keys_of, missing_in
+from ..contract import OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gitcmd import ls_tree
 from ..gpg import check_roundtrip, key_info
 from ..proc import run
-from ..stores import STORAGE_SUFFIX
 from ..storeview import read_finished
 from ..sync import OUTPUT
 from .plan import current_jobs
 
-STORAGE = OUTPUT + STORAGE_SUFFIX
 CORRUPT, MISSING = "corrupt", "missing"
 PATHSPECS = 1000  # more outputs than this: list the whole tree and filter
 
@@ -158,13 +157,13 @@ def check(a: Analysis, files: Sequence[StoredFile]) -> list[Problem]:
     """Missing (the storage does not have the object) or corrupt (it does, but the
     object does not decrypt to content matching its key), per file."""
     keys = sorted({f.key for f in files})
-    ui.step(f"verify: asking {STORAGE} for {len(keys)} object(s)")
-    missing = set(missing_in(a.root, STORAGE, keys))
+    ui.step(f"verify: asking {OUTPUT_STORAGE} for {len(keys)} object(s)")
+    missing = set(missing_in(a.root, OUTPUT_STORAGE, keys))
     present = [f for f in files if f.key not in missing]
     failed = _fsck_all(a, present)
     reasons = {k: _recheck(a, k, msg) for k, msg in sorted(failed.items())}
     problems = [Problem(f.job_id, f.path, f.key, MISSING,
-                        f"no object in {STORAGE} (the store lost it)")
+                        f"no object in {OUTPUT_STORAGE} (the store lost it)")
                 for f in files if f.key in missing]
     problems += [Problem(f.job_id, f.path, f.key, CORRUPT, reasons[f.key])
                  for f in present if reasons.get(f.key)]
@@ -190,7 +189,7 @@ def _fsck_all(a: Analysis, files: Sequence[StoredFile]) -> dict[str, str]:
         tree = run(["git", "write-tree"], cwd=a.root, env=tree_env).stdout.strip()
         env = {**os.environ, "GIT_ALTERNATE_OBJECT_DIRECTORIES":
                os.pathsep.join([str(objects), borrowed])}
-        cmd = ["git", "annex", "fsck", "--from", STORAGE, "--json", "--json-error-messages",
+        cmd = ["git", "annex", "fsck", "--from", OUTPUT_STORAGE, "--json", "--json-error-messages",
                "--branch", tree]
         with ui.progress(len(files), "verify: fetched and decrypted") as bar, \
                 tempfile.TemporaryFile() as err, \
@@ -207,7 +206,7 @@ def _fsck_all(a: Analysis, files: Sequence[StoredFile]) -> dict[str, str]:
                 bar.advance(1, f"({len(failed)} bad)" if failed else "")
         if proc.returncode != 0 and not failed:
             err.seek(0)
-            raise FairbigError(f"git annex fsck --from {STORAGE} failed: "
+            raise FairbigError(f"git annex fsck --from {OUTPUT_STORAGE} failed: "
                                f"{_last_line(err.read().decode(errors='replace'))}",
                                "check that the output store is reachable")
     return failed
@@ -216,7 +215,7 @@ def _fsck_all(a: Analysis, files: Sequence[StoredFile]) -> dict[str, str]:
 def _recheck(a: Analysis, key: str, first: str) -> str:
     """Why ``key`` failed, from a check of it alone (its own gpg message); empty when
     it passes now (a passing hiccup is not damage)."""
-    res = run(["git", "annex", "fsck", "--from", STORAGE, "--key", key, "--json",
+    res = run(["git", "annex", "fsck", "--from", OUTPUT_STORAGE, "--key", key, "--json",
                "--json-error-messages"], cwd=a.root, check=False)
     if res.returncode == 0:
         return ""
@@ -249,7 +248,7 @@ def drop_damaged(a: Analysis, problems: Sequence[Problem]) -> None:
     """Remove damaged objects from the storage, so the jobs' uploads replace them."""
     keys = sorted({p.key for p in problems if p.problem == CORRUPT})
     if keys:
-        run(["git", "annex", "drop", "--from", STORAGE, "--force", "--batch-keys"],
+        run(["git", "annex", "drop", "--from", OUTPUT_STORAGE, "--force", "--batch-keys"],
             cwd=a.root, input="".join(k + "\n" for k in keys),
             hint="check that the output store is writable")
 
@@ -261,7 +260,7 @@ def repair(a: Analysis, rep: VerifyReport) -> VerifyReport:
     from .submit import submit
 
     jobs = rep.bad_jobs
-    a.output_store.require_writable("output")
+    a.output_store.require_writable(OUTPUT)
     drop_damaged(a, rep.problems)
     ui.step(f"repair: running {len(jobs)} job(s) again here: {' '.join(jobs[:10])}")
     submit(a, "local", only=set(jobs), again=True)

@@ -1,0 +1,52 @@
+"""The names fairbig's Python, the job body (templates/*.j2) and workflows/Snakefile
+share, each defined once here; the templates get them rendered (render.py), the
+Snakefile imports them. The job-ID rule lives in ids.py, the plan's columns in
+jobtable.py (HEADER, LIST_SEP).
+
+Standard library only: ``python -m fairbig.jobstep`` imports this in every job.
+"""
+
+from __future__ import annotations
+
+import re
+
+# -- paths in the analysis dataset, relative to its root, as git names them --------------
+FAIRBIG_DIR = ".fairbig"
+PLAN_FILE = f"{FAIRBIG_DIR}/plan.tsv"           # the job table, committed
+MERGED_FILE = f"{FAIRBIG_DIR}/merged.tsv"       # job -> input state merged, committed
+PUBKEY_FILE = f"{FAIRBIG_DIR}/lab-pubkey.asc"   # the lab's public key(s), committed
+WORK_DIR = f"{FAIRBIG_DIR}/work"                # local only (.gitignore), never committed
+# ... and in it (Analysis.work):
+STATE = "state"    # a job's <job>.json record, its claim, its cancel mark
+LOGS = "logs"      # one <job>.log per job, every backend
+RUNS = "runs"      # one directory per submission (and per Snakemake start)
+CANCEL_MARK = ".cancel"  # <state>/<job>.cancel: cancel was asked; the job records it
+
+# -- sibling and remote names -------------------------------------------------------------
+INPUT = "input"                # the sibling in the input store (jobs clone from it)
+OUTPUT = "output"              # the sibling in the output store (jobs push to it)
+STORAGE_SUFFIX = "-storage"    # its special remote, e.g. output-storage
+OUTPUT_STORAGE = OUTPUT + STORAGE_SUFFIX
+INPUT_STORAGE = INPUT + STORAGE_SUFFIX
+
+# -- on the node: a job's work dir is JOB_WORKDIR + job ID + a random suffix ----------------
+JOB_WORKDIR = "fairbig-job-"
+
+# -- what a job leaves in the output store --------------------------------------------------
+JOB_BRANCH = "job-"                            # + job ID: the job's branch
+JOB_REF_PREFIX = "refs/heads/" + JOB_BRANCH
+# The subject of a job's run commit, which the store's view parses back.
+JOB_MESSAGE = "fairbig job {job_id} (input {input_state})"
+JOB_MESSAGE_RE = re.compile(
+    re.escape(JOB_MESSAGE).replace(re.escape("{job_id}"), r"(\S+)")
+    .replace(re.escape("{input_state}"), r"([0-9a-f]+)"))
+
+
+def job_message(job_id: str, input_state: str) -> str:
+    """The subject of the run commit of ``job_id`` on ``input_state``."""
+    return JOB_MESSAGE.format(job_id=job_id, input_state=input_state)
+
+
+def job_message_printf() -> str:
+    """:data:`JOB_MESSAGE` as a printf format of (job ID, input state), for the job body."""
+    return JOB_MESSAGE.replace("%", "%%").format(job_id="%s", input_state="%s")
