@@ -19,6 +19,16 @@ workdir_base='/scratch/$USER'
 run_id=20260101-120000-slurm
 main_branch=main
 push_lock_timeout=3600
+# -- the contract with fairbig's Python, rendered from it (fairbig/contract.py, ids.py) --
+plan_file=.fairbig/plan.tsv
+pubkey_file=.fairbig/lab-pubkey.asc
+output_remote=output
+branch_prefix=job-
+message_format='fairbig job %s (input %s)'
+cancel_mark=.cancel
+workdir_prefix=fairbig-job-
+list_sep=,
+valid_job_id() { local re='^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; [[ $1 =~ $re ]] && [[ $1 != *..* ]] && [[ $1 != *.lock ]] && [[ $1 != *. ]]; }
 bindir=/opt/fairbig/.venv/bin
 export PATH="$bindir:$PATH"
 export GIT_TERMINAL_PROMPT=0
@@ -33,7 +43,7 @@ if [ -z "$job_id" ] && [ -n "${FAIRBIG_JOB_LIST:-}" ]; then
     offset=${FAIRBIG_TASK_OFFSET:-0}
     job_id=$(sed -n "$((task + offset + 1))p" "$FAIRBIG_JOB_LIST")
 fi
-if ! [[ $job_id =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ ]] || [[ $job_id == *..* ]]; then
+if ! valid_job_id "$job_id"; then
     echo "fairbig job: invalid job ID '${job_id}'" >&2
     exit 2
 fi
@@ -94,7 +104,7 @@ cleanup() {
         step=finished
         state "$final" 0
         log "$final in $(($(date +%s) - started)) s"
-    elif [ -e "$state_dir/$job_id.cancel" ]; then
+    elif [ -e "$state_dir/$job_id$cancel_mark" ]; then
         state cancelled "$rc"
         log "cancelled during step $step"
     else
@@ -111,7 +121,7 @@ trap 'exit 129' HUP
 # -- 1. ephemeral clone ----------------------------------------------------------
 begin clone
 mkdir -p "${workdir_base:-${TMPDIR:-/tmp}}"
-workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-/tmp}}/fairbig-job-$job_id.XXXXXX")
+workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-/tmp}}/$workdir_prefix$job_id.XXXXXX")
 state running
 export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
 measure datalad clone "$input_url" "$workdir/ds" --no-checkout
@@ -119,12 +129,12 @@ cd "$workdir/ds"
 
 # -- 2. own branch, output store, encryption key -----------------------------------
 begin checkout
-git remote add output "$output_url"
+git remote add "$output_remote" "$output_url"
 # Of the results tree only this job's directory: after a merge of thousands of jobs,
 # every job would otherwise check out everybody's results (42,715 jobs x 30 files:
 # about a minute and 1.3 M inodes per clone). The commit still holds them all.
 git sparse-checkout set --no-cone '/*' "!/$results_dir/*/" "/$results_dir/$job_id/"
-git checkout -q -b "job-$job_id" "$plan_commit"
+git checkout -q -b "$branch_prefix$job_id" "$plan_commit"
 log "checked out; $(git ls-files -t -- "$results_dir" | grep -c '^S' || true) result file(s) of other jobs left out"
 export GNUPGHOME="$workdir/gnupg"
 mkdir -m 700 "$GNUPGHOME"
@@ -133,18 +143,18 @@ mkdir -m 700 "$GNUPGHOME"
 # would outlive a killed job. Without an agent, gpg's import exits 2 for its
 # secret-key lookup alone; what counts is every lab key in the keyring afterwards.
 echo no-autostart >"$GNUPGHOME/gpg.conf"
-gpg --batch --quiet --import .fairbig/lab-pubkey.asc 2>/dev/null || true
+gpg --batch --quiet --import "$pubkey_file" 2>/dev/null || true
 fprs() { awk -F: '$1 == "fpr" { print $10 }'; }
-want=$(gpg --batch --with-colons --import-options show-only --import .fairbig/lab-pubkey.asc \
+want=$(gpg --batch --with-colons --import-options show-only --import "$pubkey_file" \
        2>/dev/null | fprs)
 have=$(gpg --batch --with-colons --list-keys 2>/dev/null | fprs)
 if [ -z "$want" ] || [ -z "$have" ] || printf '%s\n' "$want" | grep -Fvxq -e "$have"; then
-    echo "fairbig job: cannot import the lab's public key(s) from .fairbig/lab-pubkey.asc" >&2
+    echo "fairbig job: cannot import the lab's public key(s) from $pubkey_file" >&2
     exit 2
 fi
 git config annex.gnupg-options "--trust-model always"
-# git-annex (10.20261026) refuses writes while any special remote this clone
-# enabled is unverified; each check prints the ID that confirms it.
+# git-annex (the version pyproject.toml pins) refuses writes while any special
+# remote this clone enabled is unverified; each check prints the ID that confirms it.
 for remote in $(git config --name-only --get-regexp '^remote\..*\.annex-externaltype$' \
                 | sed 's/^remote\.//; s/\.annex-externaltype$//'); do
     verify=$(git annex verifyremote "$remote" 2>&1 || true)
@@ -154,14 +164,18 @@ for remote in $(git config --name-only --get-regexp '^remote\..*\.annex-external
     fi
 done
 
-field() { awk -F '\t' -v id="$job_id" -v n="$1" 'NR > 1 && $1 == id { print $n; exit }' .fairbig/plan.tsv; }
+# one field of this job's row of the plan (the line after the header whose ID is ours)
+field() {
+    awk -F '\t' -v id="$job_id" -v k=1 -v n="$1" \
+        'NR > 1 && $k == id { print $n; exit }' "$plan_file"
+}
 if [ -z "$(field 1)" ]; then
     echo "fairbig job: $job_id is not in the plan of commit $plan_commit" >&2
     exit 2
 fi
 input_state=$(field 4)
-IFS=, read -r -a inputs <<<"$(field 5)"
-IFS=, read -r -a outputs <<<"$(field 6)"
+IFS=$list_sep read -r -a inputs <<<"$(field 5)"
+IFS=$list_sep read -r -a outputs <<<"$(field 6)"
 command=$(field 7)
 # Outputs are checked for what they are (no symlink on the way out of the clone)
 # before anything is deleted or written.
@@ -187,7 +201,7 @@ if [ -n "$(git ls-files -- "${outputs[@]}")" ]; then
         -m "Input $input_state replaces them; the next commit records the new run."
 fi
 measure datalad containers-run -n "$container" --explicit \
-    -m "fairbig job $job_id (input $input_state)" "${run_args[@]}" -- "$command"
+    -m "$(printf "$message_format" "$job_id" "$input_state")" "${run_args[@]}" -- "$command"
 
 # -- 5. content first: the branch must never arrive without its content --------------
 begin push-content
@@ -202,7 +216,7 @@ fi
 # Only if no newer result is in the store: a stale attempt never replaces one.
 begin push-branch
 rc=0
-why=$(jobstep push --store "$output_url" --remote output --lock-file "$lock_file" \
+why=$(jobstep push --store "$output_url" --remote "$output_remote" --lock-file "$lock_file" \
       --job-id "$job_id" --input-state "$input_state" --plan-commit "$plan_commit" \
       --main "$main_branch" --timeout "$push_lock_timeout") || rc=$?
 if [ "$rc" -eq 10 ]; then
