@@ -33,10 +33,12 @@ XDIST ?= -n 2 --dist loadgroup
 test: lint $(TEST_STAMP)
 	@$(PY) -m pytest -q $(XDIST) -m "not long" $(PYTEST_ARGS)
 
-# the tests make test leaves out for time: whole workflows driven again through
-# Snakemake (as a module, on SLURM) and every command's -C audit
-test-long: $(STAMP)
-	@$(PY) -m pytest -q -m long $(PYTEST_ARGS)
+# the layer make test leaves out for time (CI runs it after make test): sweeps and
+# repetitions (every kill point, 24-64 jobs in contention, two submits at once on
+# SLURM), the example on each scheduler, scheduler failure paths, whole workflows
+# driven again through Snakemake, every command's -C audit
+test-long: $(TEST_STAMP)
+	@$(PY) -m pytest -q $(XDIST) -m long $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	@$(PY) -m pytest -q $(XDIST) -m "not slurm and not htcondor and not slow" $(PYTEST_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -30,6 +31,18 @@ def attempts(ana: Path) -> dict[str, int]:
     """Attempts per job, from the jobs' logs (one ``step clone`` line per attempt)."""
     logs = ana / ".fairbig" / "work" / "logs"
     return {p.stem: p.read_text().count("] step clone") for p in logs.glob("*.log")}
+
+
+def held_in_run_step(job: str) -> list[int]:
+    """SIGSTOP the processes of ``job``'s run step (the ``slow`` pipeline's shell and
+    the datalad call around it), so that a test can act while the job is surely still
+    running however loaded the machine is; the caller sends SIGCONT."""
+    found = subprocess.run(["pgrep", "-f", f"sleep 8; .*{job}"], capture_output=True,
+                           text=True).stdout.split()
+    pids = [int(p) for p in found]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
 
 
 def jobs_by_id(ana: Path) -> dict[str, dict]:
@@ -115,17 +128,21 @@ def test_plan_update_while_a_job_runs_then_second_submit(slow, ukb_input):
         first = subprocess.Popen([str(BIN / "fairbig"), "submit"], cwd=ana, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600  # 2 cores shared with other test runs
-        while (j := jobs_by_id(ana)[victim])["step"] != "run":
-            assert time.monotonic() < deadline and first.poll() is None, j
+        while not (held := held_in_run_step(victim)):
+            assert time.monotonic() < deadline and first.poll() is None, jobs_by_id(ana)
             time.sleep(0.5)
-        gen.replace_record(ukb_input["path"], victim, record,
-                           gen.make_record(record, victim, seed=98), "update again")
-        assert json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)["changed"] \
-            == [victim]
-        j = jobs_by_id(ana)[victim]
-        assert (j["state"], j["detail"]) == ("running", INPUT_CHANGED)
-        second = fairbig("submit", cwd=ana)
-        assert "nothing to submit: 1 job(s) already queued or running" in second.stdout
+        try:  # the job is held in its run step while the input changes again
+            gen.replace_record(ukb_input["path"], victim, record,
+                               gen.make_record(record, victim, seed=98), "update again")
+            assert json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)[
+                "changed"] == [victim]
+            j = jobs_by_id(ana)[victim]
+            assert (j["state"], j["detail"]) == ("running", INPUT_CHANGED)
+            second = fairbig("submit", cwd=ana)
+            assert "nothing to submit: 1 job(s) already queued or running" in second.stdout
+        finally:
+            for pid in held:
+                os.kill(pid, signal.SIGCONT)
         first.communicate(timeout=300)
         assert attempts(ana)[victim] == before + 1
         assert jobs_by_id(ana)[victim]["state"] == "planned"  # its result is of the old input

@@ -63,6 +63,7 @@ def wait_for(cond, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.long
 def test_two_slurm_submits_at_once_run_each_job_once(slurm, tmp_path,  # noqa: F811
                                                      ukb_input, image, lab_key):
     ana = init_analysis(tmp_path, ukb_input, image, lab_key)
@@ -81,6 +82,7 @@ def test_two_slurm_submits_at_once_run_each_job_once(slurm, tmp_path,  # noqa: F
     assert status(ana)["counts"]["done"] == n
 
 
+@pytest.mark.long
 def test_submit_killed_at_every_point_forgets_nothing(slurm, tmp_path,  # noqa: F811
                                                       ukb_input, image, lab_key):
     from .slurm_cluster import ensure_slurm

@@ -92,6 +92,7 @@ def test_example_on_a_cold_machine(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.long
 def test_example_slurm_backend(tmp_path: Path):
     """``--backend slurm`` finds the cluster that answers or starts the repo's own."""
     from .slurm_cluster import slurm_available
@@ -106,6 +107,7 @@ def test_example_slurm_backend(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.htcondor
+@pytest.mark.long
 def test_example_htcondor_backend(tmp_path: Path):
     """``--backend htcondor`` without CONDOR_CONFIG starts (or finds) the repo's pool and
     points the client at it (it failed: "Unable to locate local daemon")."""

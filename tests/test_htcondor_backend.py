@@ -68,6 +68,7 @@ def test_ukb_mini_through_a_dag_with_throttle(pool, tmp_path, ukb_input, image, 
     assert len(records) == n and max_overlap(records) <= 2
 
 
+@pytest.mark.long
 def test_failed_node_resubmitted_alone(pool, tmp_path, ukb_input, image, lab_key):
     ids = ukb_input["ids"]
     cmd = f"sh -c '[ {{subject}} = {ids[0]} ] && exit 1; {UKB_COMMAND}'"

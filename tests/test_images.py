@@ -167,14 +167,13 @@ def test_oci_archive_submit_merge_rerun(tmp_path_factory, ukb_input, lab_key, oc
     cfgmod.update_file(ana / "fairbig.yaml", {"runtime.name": runtime})
     subprocess.run([str(BIN / "datalad"), "save", "-m", "runtime"], cwd=ana, check=True,
                    capture_output=True)
-    fairbig("plan", cwd=ana)
-    fairbig("submit", "-j", "2", cwd=ana)
+    jid = sorted(ukb_input["ids"])[0]  # one job shows the runtime; more only cost time
+    fairbig("plan", "--only", jid, cwd=ana)
+    fairbig("submit", cwd=ana)
     counts = status(ana)["counts"]
-    assert counts["done"] == len(ukb_input["ids"]), counts
-    assert sorted(json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"]) == \
-        sorted(ukb_input["ids"])
+    assert counts["done"] == 1, counts
+    assert json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"] == [jid]
     cfgmod.update_file(ana / "fairbig.yaml", {"runtime.name": "bwrap"})
-    jid = sorted(ukb_input["ids"])[0]
     rerun = json.loads(fairbig("rerun", jid, "--json", cwd=ana).stdout)["jobs"][0]
     assert rerun["files"] and set(rerun["files"].values()) == {"identical"}, rerun
 

@@ -221,6 +221,7 @@ def contention(make_analysis) -> dict:
     return out
 
 
+@pytest.mark.long
 def test_contention_64_jobs_16_at_once_lose_nothing(contention):
     ana = contention["ana"]
     assert contention["submit"].returncode == 0, contention["submit"].stdout
@@ -357,6 +358,7 @@ def test_merge_killed_leaves_old_or_new_main_and_rerun_completes(contention, tmp
     assert len(known) == N_SUBJECTS
 
 
+@pytest.mark.long
 def test_contention_fresh_clone_fsck_after_merge(contention, tmp_path):
     ana = contention["ana"]
     out = json.loads(fairbig("merge", "--json", cwd=ana).stdout)  # completes any replay
@@ -458,6 +460,7 @@ def kill_ana(make_analysis) -> Path:
     return make_analysis("kill")
 
 
+@pytest.mark.long
 def test_sigkill_at_every_step(kill_ana):
     ana = kill_ana
     jobs = [jid for jid, *_ in KILL_AT.values()]

@@ -58,6 +58,7 @@ def test_ukb_mini_through_arrays_with_exact_counts(slurm, tmp_path, ukb_input, i
     assert "--array=0-3%2" in (run_dir / "submit.sh").read_text()
 
 
+@pytest.mark.long
 def test_failure_timeout_cancel_then_resubmit(slurm, tmp_path, ukb_input, image, lab_key):
     ids = ukb_input["ids"]
     # job 0 fails (its command exits 1), job 1 sleeps past the 1-minute limit,
@@ -95,6 +96,7 @@ def test_failure_timeout_cancel_then_resubmit(slurm, tmp_path, ukb_input, image,
     assert counts(ana)["done"] == 4
 
 
+@pytest.mark.long
 def test_arrays_split_by_max_array_size(slurm, tmp_path_factory, image, lab_key):
     from .slurm_cluster import ensure_slurm
 
