@@ -90,3 +90,68 @@ def test_failed_node_resubmitted_alone(pool, tmp_path, ukb_input, image, lab_key
     assert f"JOB {ids[1]} " not in (Path(out["run_dir"]) / "fairbig.dag").read_text()
     wait_idle(ana)
     assert status(ana)["counts"]["done"] == 4
+
+
+# Loaded by the fairbig process through PYTHONPATH: the real bindings submit; the
+# process is SIGKILLed just before or just after the schedd accepted the DAG (the
+# HTCondor counterpart of test_exactly_once_slurm.py's stand-in sbatch).
+KILLER = """\
+import os, signal
+import htcondor2
+_real = htcondor2.Schedd.submit
+def _submit(self, *args, **kwargs):
+    if os.environ.get("FAIRBIG_TEST_AT") == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = _real(self, *args, **kwargs)
+    if os.environ.get("FAIRBIG_TEST_AT") == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+htcondor2.Schedd.submit = _submit
+"""
+
+
+def live_dags(ana: Path) -> list[str]:
+    """The DAGs of this analysis the schedd holds (DAGMan runs with the run dir as Iwd)."""
+    import htcondor2
+
+    ads = htcondor2.Schedd().query(constraint="FairbigAttempt =!= undefined",
+                                   projection=["ClusterId", "Iwd"])
+    return [str(ad["ClusterId"]) for ad in ads if str(ad.get("Iwd", "")).startswith(str(ana))]
+
+
+@pytest.mark.long
+@pytest.mark.parametrize(("point", "accepted"), [("before", 0), ("after", 4)])
+def test_submit_killed_before_or_after_the_schedd_forgets_nothing(pool, tmp_path, ukb_input,
+                                                                  image, lab_key, point,
+                                                                  accepted):
+    """Killed before the DAG reached the schedd: nothing is queued, status says so and a
+    second submit queues all. Killed after (before fairbig recorded the DAG): status
+    finds it by its token and shows every job queued, a second submit queues nothing
+    twice, cancel reaches them all."""
+    ana = init_analysis(tmp_path, ukb_input, image, lab_key,
+                        command="sh -c 'sleep 300; " + UKB_COMMAND + "'")
+    configure(ana)
+    fairbig("plan", cwd=ana)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(KILLER)
+    n = len(ukb_input["ids"])
+    try:
+        proc = fairbig("submit", cwd=ana, check=False,
+                       env={"PYTHONPATH": str(shim), "FAIRBIG_TEST_AT": point})
+        assert proc.returncode == -9, (proc.stdout, proc.stderr)
+        assert len(live_dags(ana)) == (1 if accepted else 0)
+        c = status(ana)["counts"]
+        assert c["queued"] + c["running"] == accepted, status(ana)["jobs"]
+        out = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
+        assert (len(out["submitted"]), len(out["active"])) == (n - accepted, accepted)
+        assert len(live_dags(ana)) == (1 if accepted in (0, n) else 2)
+        cancelled = json.loads(fairbig("cancel", "--json", cwd=ana).stdout)["cancelled"]
+        assert len(cancelled) == n
+        wait_idle(ana)
+        assert status(ana)["counts"]["cancelled"] == n, status(ana)["jobs"]
+    finally:
+        import htcondor2
+
+        for dag in live_dags(ana):
+            htcondor2.Schedd().act(htcondor2.JobAction.Remove, f"ClusterId == {dag}")
