@@ -235,8 +235,6 @@ def test_container_dataset_lacking_the_name_is_one_line(tmp_path: Path, ukb_inpu
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="the dataset's runner needs bwrap")
-@pytest.mark.xfail(strict=True, reason="known defect (issue 18, open): every job of an analysis "
-                   "on a ReproNim-style container dataset fails; cause not found yet")
 def test_container_dataset_with_its_own_call_format(tmp_path_factory, ukb_input, lab_key,
                                                     container_dataset: Path):
     """Installed as the container subdataset, the container chosen by name, its call
