@@ -85,7 +85,7 @@ class InputsConfig:
 @dataclass
 class JobConfig:
     workdir: str = setting("", "Node-local directory for the ephemeral clones"
-                           " (\"\" = $TMPDIR or /tmp).")
+                           " (\"\" = $TMPDIR, else /var/tmp: not /tmp, which containers replace).")
     env_setup: list[str] = setting([], "Shell lines run first in every job, e.g."
                                    " \"module load datalad\".")
     push_lock_timeout: int = setting(3600, "Seconds a job waits for the output store's push"

@@ -8,6 +8,7 @@ Standard library only: ``python -m fairbig.jobstep`` imports this in every job.
 
 from __future__ import annotations
 
+import os
 import re
 
 # -- paths in the analysis dataset, relative to its root, as git names them --------------
@@ -31,6 +32,23 @@ INPUT_STORAGE = INPUT + STORAGE_SUFFIX
 
 # -- on the node: a job's work dir is JOB_WORKDIR + job ID + a random suffix ----------------
 JOB_WORKDIR = "fairbig-job-"
+# ... made in job.workdir, else in $TMPDIR, else here (and `fairbig rerun`'s clones too).
+# Not /tmp: container runtimes and container datasets' own runners (bwrap --tmpfs /tmp,
+# apptainer --contain) give the container a private /tmp, which hides a work dir below
+# it, so every job failed with "Can't chdir"; /tmp is also often a small RAM tmpfs.
+WORKDIR_FALLBACK = "/var/tmp"
+
+
+def work_base(configured: str = "") -> str:
+    """The directory ephemeral clones go to on this machine (see WORKDIR_FALLBACK)."""
+    return configured or os.environ.get("TMPDIR") or WORKDIR_FALLBACK
+
+
+# -- the call format of fairbig's own container dataset: {cmd} arrives as ONE word, which
+# the wrapper runs with sh -c; a dataset's own call format (ReproNim's scripts/
+# singularity_cmd) splices {cmd} as words, as `datalad containers-run CMD...` typed by a
+# user does, so a job hands it the command line unquoted.
+CALL_FMT = "sh {img_dspath}/fairbig-container {img} {cmd}"
 
 # -- what a job leaves in the output store --------------------------------------------------
 JOB_BRANCH = "job-"                            # + job ID: the job's branch

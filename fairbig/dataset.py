@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from . import config as cfgmod
-from .contract import INPUT, LOGS, OUTPUT, PLAN_FILE, STATE, WORK_DIR
+from .contract import CALL_FMT, INPUT, LOGS, OUTPUT, PLAN_FILE, STATE, WORK_DIR
 from .errors import FairbigError
 from .proc import run
 from .stores import RiaStore, parse_store
@@ -55,6 +55,11 @@ class ContainerInfo:
     ds: Path
     image: str          # relative to the container dataset
     cmdexec: str        # the call format
+
+    @property
+    def command_as_words(self) -> bool:
+        """A call format of the dataset's own takes the command as words (contract.CALL_FMT)."""
+        return self.cmdexec != CALL_FMT
 
     @property
     def image_path(self) -> str:

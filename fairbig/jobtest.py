@@ -42,6 +42,7 @@ def render_test(a: Analysis, req: SubmitRequest, header: str, branch: str) -> No
         image=a.container().image_path, container_call=container_call(a, "sh -c 'exit 0'"),
         branch=branch,
         report=str(req.run_dir / "report.tsv"), workdir=a.config.job.workdir,
+        workdir_fallback=contract.WORKDIR_FALLBACK,
         bindir=str(Path(sys.executable).parent), env_setup=a.config.job.env_setup)
     req.script.write_text(text)
     req.script.chmod(0o755)

@@ -35,6 +35,7 @@ class JobContext:
     main_branch: str          # the store's main branch, where merges and plans land
     push_lock_timeout: int    # seconds a job waits for the store's push lock
     env_setup: tuple[str, ...] = ()
+    command_as_words: bool = False  # the container's own call format splices {cmd} as words
     # FAIRBIG_CONTAINER_* settings of the container wrapper (fairbig.sandbox)
     container_env: tuple[tuple[str, str], ...] = ()
     run_id: str = ""  # the submission's run directory name, marks each attempt's log
@@ -68,6 +69,7 @@ def contract_values() -> dict[str, object]:
             "pubkey_file": contract.PUBKEY_FILE, "output_remote": contract.OUTPUT,
             "job_branch": contract.JOB_BRANCH, "message_format": contract.job_message_printf(),
             "cancel_mark": contract.CANCEL_MARK, "job_workdir": contract.JOB_WORKDIR,
+            "workdir_fallback": contract.WORKDIR_FALLBACK,
             "superseded_exit": SUPERSEDED}
 
 

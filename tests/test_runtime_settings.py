@@ -53,6 +53,22 @@ def test_bad_setting_is_one_line(runtime: dict, line: str):
     assert problem.startswith(line) and "\n" not in problem
 
 
+@pytest.mark.parametrize("runtime", [{"binds": ["/a:b:/c"]}, {"binds": ["/lic\n/x"]},
+                                     {"gpus": 1, "name": "bwrap"}])
+@pytest.mark.parametrize("command", ["plan", "submit"])
+def test_bad_setting_stops_the_command_in_one_line(tmp_path: Path, runtime: dict,
+                                                   command: str):
+    """Through the real CLI: exit 1, one line naming the setting, nothing written."""
+    (tmp_path / ".datalad").mkdir()
+    (tmp_path / "fairbig.yaml").write_text(json.dumps({**BASE, "runtime": runtime}))  # YAML
+    before = sorted(tmp_path.rglob("*"))
+    proc = fairbig(command, cwd=tmp_path, check=False)
+    (line,) = proc.stderr.splitlines()
+    assert proc.returncode == 1 and line.startswith("fairbig: error: ") and \
+        f"runtime.{next(iter(runtime))}" in line, proc.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_wrapper_environment():
     cfg = cfgmod.from_data({**BASE, "runtime": {
         "name": "podman", "binds": ["/opt/lic.txt:/lic.txt", "/scratch:rw", "/tf"],

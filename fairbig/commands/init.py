@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import config as cfgmod
 from .. import dl, gpg
-from ..contract import FAIRBIG_DIR, INPUT, OUTPUT, PUBKEY_FILE, WORK_DIR
+from ..contract import CALL_FMT, FAIRBIG_DIR, INPUT, OUTPUT, PUBKEY_FILE, WORK_DIR
 from ..dataset import dataset_id_of, new_repos_on_main_branch
 from ..errors import FairbigError
 from ..images import ImageKind, image_kind
@@ -23,7 +23,6 @@ from ..resources import container_wrapper, oci_unpacker
 from ..stores import RiaStore, Rollback, add_encrypted_storage, parse_store
 
 CONTAINERS_DIR = "containers"
-CALL_FMT = "sh {img_dspath}/fairbig-container {img} {cmd}"
 # what the container dataset carries besides its images (in git, beside each other:
 # the wrapper calls the unpacker of OCI/Docker archives from its own directory)
 CONTAINER_TOOLS = (container_wrapper(), oci_unpacker())

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import dl, sandbox
+from ..contract import work_base
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gitcmd import ls_tree
@@ -69,7 +70,7 @@ def rerun_job(a: Analysis, job_id: str, keep: bool = False,
     import datalad.api as dapi
 
     commit = job_commit(a, job_id)
-    tmp = Path(tempfile.mkdtemp(prefix=f"fairbig-rerun-{job_id}-", dir=workdir))
+    tmp = Path(tempfile.mkdtemp(prefix=f"fairbig-rerun-{job_id}-", dir=workdir or work_base()))
     clone = tmp / "ds"
     result = RerunResult(job_id, commit, clone=str(clone) if keep else "")
     try:

@@ -27,6 +27,7 @@ branch_prefix=job-
 message_format='fairbig job %s (input %s)'
 cancel_mark=.cancel
 workdir_prefix=fairbig-job-
+workdir_fallback=/var/tmp
 list_sep=,
 valid_job_id() { local re='^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'; [[ $1 =~ $re ]] && [[ $1 != *..* ]] && [[ $1 != *.lock ]] && [[ $1 != *. ]]; }
 bindir=/opt/fairbig/.venv/bin
@@ -120,8 +121,8 @@ trap 'exit 129' HUP
 
 # -- 1. ephemeral clone ----------------------------------------------------------
 begin clone
-mkdir -p "${workdir_base:-${TMPDIR:-/tmp}}"
-workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-/tmp}}/$workdir_prefix$job_id.XXXXXX")
+mkdir -p "${workdir_base:-${TMPDIR:-$workdir_fallback}}"
+workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-$workdir_fallback}}/$workdir_prefix$job_id.XXXXXX")
 state running
 export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
 measure datalad clone "$input_url" "$workdir/ds" --no-checkout
@@ -177,6 +178,9 @@ input_state=$(field 4)
 IFS=$list_sep read -r -a inputs <<<"$(field 5)"
 IFS=$list_sep read -r -a outputs <<<"$(field 6)"
 command=$(field 7)
+# "--" makes datalad quote the line into one word, as fairbig's wrapper takes it; a
+# container dataset's own call format splices it as words (see contract.CALL_FMT)
+command_args=(-- "$command")
 # Outputs are checked for what they are (no symlink on the way out of the clone)
 # before anything is deleted or written.
 jobstep outputs "$PWD" "${outputs[@]}"
@@ -201,7 +205,8 @@ if [ -n "$(git ls-files -- "${outputs[@]}")" ]; then
         -m "Input $input_state replaces them; the next commit records the new run."
 fi
 measure datalad containers-run -n "$container" --explicit \
-    -m "$(printf "$message_format" "$job_id" "$input_state")" "${run_args[@]}" -- "$command"
+    -m "$(printf "$message_format" "$job_id" "$input_state")" "${run_args[@]}" \
+    "${command_args[@]}"
 
 # -- 5. content first: the branch must never arrive without its content --------------
 begin push-content
