@@ -6,6 +6,14 @@ N subject gitlinks, an analysis repository recording it as ``inputs/data``,
 and an output store with a job branch per subject; writes N state records
 and a submission log; then times planning and status through fairbig's own
 functions. Usage: ``python benchmarks/bench_plan_status.py [--subjects N] [--json]``
+
+``--slurm`` (root, the real cluster of scripts/slurm-up; run it under
+``flock -o /tmp/fairbig-cluster.lock``) adds status against the scheduler: every
+job's current attempt in held arrays of MaxArraySize tasks (43 at 42,715 jobs),
+10 earlier full resubmissions behind them in the log, each with its old record;
+timed while the arrays are queued, then once they ended (cancelled: every job's
+record final) for the first status, which asks SLURM, and the next, which
+remembers what SLURM said and asks nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from fairbig.jobstate import Submission, append_submissions, read_records, read_submissions
+from fairbig.backends.slurm import SlurmBackend, parse_max_array
+from fairbig.commands.status import scheduler_views
+from fairbig.config import Config
+from fairbig.jobstate import (
+    Submission,
+    append_submissions,
+    current_records,
+    read_records,
+    read_submissions,
+)
 from fairbig.jobtable import make_jobs, read_layout, render_tsv
 from fairbig.states import report
 from fairbig.storeview import read_finished
@@ -60,10 +77,81 @@ def build(base: Path, n: int) -> tuple[Path, Path, list[str]]:
     return ana, store, ids
 
 
+RESUBMISSIONS = 10
+
+
+def record(jid: str, status: str, backend_id: str, token: str) -> str:
+    return json.dumps({"job_id": jid, "status": status, "step": "run", "exit_code": 0,
+                       "host": "h", "pid": 1, "backend_id": backend_id, "started": 0,
+                       "updated": 1, "workdir": "", "attempt": token})
+
+
+def held_arrays(n: int) -> list[tuple[str, int]]:
+    """Held arrays of MaxArraySize trivial tasks on the real cluster: (ID, tasks)."""
+    most = parse_max_array(subprocess.run(["scontrol", "show", "config"], check=True,
+                                          capture_output=True, text=True).stdout)
+    out = []
+    for off in range(0, n, most):
+        count = min(most, n - off)
+        res = subprocess.run(["sbatch", "--parsable", "--hold", f"--array=0-{count - 1}",
+                              "--mem=10M", "--output=/dev/null", "--wrap=true"],
+                             check=True, capture_output=True, text=True)
+        out.append((res.stdout.strip().split(";")[0], count))
+    return out
+
+
+def slurm_status(base: Path, jobs, store: Path, ids: list[str]) -> dict:
+    """Status at ``len(ids)`` jobs whose current attempts sit in held arrays, with
+    RESUBMISSIONS full earlier attempts behind them (see the module's docstring)."""
+    state_dir, log, said = base / "slurm-state", base / "slurm-subs.jsonl", base / "said.json"
+    state_dir.mkdir()
+    for r in range(RESUBMISSIONS):
+        append_submissions(log, [Submission(s, "slurm", f"{900 + r}_{i % 1001}", "t",
+                                            token=f"old{r}") for i, s in enumerate(ids)])
+    for s in ids:
+        (state_dir / f"{s}.json").write_text(record(s, "failed", "1_0", f"old{RESUBMISSIONS - 1}"))
+    t0 = time.perf_counter()
+    arrays = held_arrays(len(ids))
+    submit_s = time.perf_counter() - t0
+    subs = []
+    for array_id, count in arrays:
+        subs += [Submission(ids[len(subs)], "slurm", f"{array_id}_{i}", "t", token="now")
+                 for i in range(count)]
+    append_submissions(log, subs)
+    backend = SlurmBackend(Config())
+
+    def timed() -> tuple[float, dict[str, int]]:
+        t0 = time.perf_counter()
+        latest = read_submissions(log)
+        tokens = {jid: x.token for jid, x in latest.items()}
+        records = current_records(read_records(state_dir), tokens)
+        views = scheduler_views(said, latest, records, lambda name: backend)
+        rep = report(jobs, read_finished(store, "master"), records, latest, views)
+        return round(time.perf_counter() - t0, 2), rep.counts
+
+    try:
+        queued_s, queued = timed()
+    finally:
+        subprocess.run(["scancel", *[a for a, _ in arrays]], check=True)
+    for x in subs:
+        (state_dir / f"{x.job_id}.json").write_text(record(x.job_id, "done", x.backend_id,
+                                                           "now"))
+    ended_s, ended = timed()
+    remembered_s, remembered = timed()
+    assert remembered == ended
+    return {"arrays": len(arrays), "resubmissions_behind": RESUBMISSIONS,
+            "log_lines": (RESUBMISSIONS + 1) * len(ids), "sbatch_s": round(submit_s, 2),
+            "status_queued_s": queued_s, "queued_counts": queued,
+            "status_ended_first_s": ended_s, "status_ended_remembered_s": remembered_s,
+            "ended_counts": ended}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subjects", type=int, default=42_715)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--slurm", action="store_true",
+                    help="also status against held arrays on the real SLURM cluster")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -91,11 +179,12 @@ def main() -> int:
         rep = report(jobs, read_finished(store, "master"), read_records(state_dir),
                      read_submissions(base / "subs.jsonl"), {})
         status_s = time.perf_counter() - t0
+        on_slurm = slurm_status(base, jobs, store, ids) if args.slurm else {}
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"subjects": args.subjects, "setup_s": round(setup, 2), "plan_s": round(plan_s, 2),
               "plan_bytes": len(text), "done_in_store": len(finished.branches),
               "status_s": round(status_s, 2), "status_counts": rep.counts,
-              "peak_rss_mib": round(rss_mib)}
+              "peak_rss_mib": round(rss_mib)} | on_slurm
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -102,15 +102,16 @@ def scheduler_views(path: Path, subs: dict[str, Submission], records: dict[str, 
                 views[s.job_id] = BackendView("finished", known[1])
         elif s.backend_id:
             by_backend.setdefault(s.backend, []).append(s)
+    ended: dict[str, tuple[str, str]] = {}
     for name, group in by_backend.items():
         polled = backend_named(name).poll(group)
         views.update(polled)
         for s in group:
             rec, view = records.get(s.job_id), polled.get(s.job_id)
             if rec and rec.status in ENDED and not (view and view.state in ACTIVE_STATES):
-                said[s.job_id] = (s.backend_id, view.reason if view else "")
-    if by_backend and path.parent.is_dir():
-        write_said(path, said)
+                ended[s.job_id] = (s.backend_id, view.reason if view else "")
+    if ended and path.parent.is_dir():
+        write_said(path, said | ended)
     return views
 
 
