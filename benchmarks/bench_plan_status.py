@@ -8,12 +8,14 @@ and a submission log; then times planning and status through fairbig's own
 functions. Usage: ``python benchmarks/bench_plan_status.py [--subjects N] [--json]``
 
 ``--slurm`` (root, the real cluster of scripts/slurm-up; run it under
-``flock -o /tmp/fairbig-cluster.lock``) adds status against the scheduler: every
-job's current attempt in held arrays of MaxArraySize tasks (43 at 42,715 jobs),
-10 earlier full resubmissions behind them in the log, each with its old record;
-timed while the arrays are queued, then once they ended (cancelled: every job's
-record final) for the first status, which asks SLURM, and the next, which
-remembers what SLURM said and asks nothing.
+``flock -o /tmp/fairbig-cluster.lock``) adds status against the scheduler: the
+jobs' current attempts in arrays of MaxArraySize tasks (43 at 42,715 jobs), as
+many of them held on the cluster as its MaxJobCount takes (the rest ended, their
+records final, SLURM no longer knowing them), 10 earlier full resubmissions
+behind them in the log, each with its old record; timed while the held arrays
+are queued (first status: every array asked; second: only the held ones), then
+once they ended (cancelled, records final): first status asks, the next asks
+nothing.
 """
 
 from __future__ import annotations
@@ -86,37 +88,42 @@ def record(jid: str, status: str, backend_id: str, token: str) -> str:
                        "updated": 1, "workdir": "", "attempt": token})
 
 
-def held_arrays(n: int) -> list[tuple[str, int]]:
-    """Held arrays of MaxArraySize trivial tasks on the real cluster: (ID, tasks)."""
+def held_arrays(n: int) -> list[tuple[str, int, bool]]:
+    """Arrays of MaxArraySize trivial tasks, held on the real cluster while it takes
+    them (MaxJobCount), the rest with IDs SLURM does not know: (ID, tasks, held)."""
     most = parse_max_array(subprocess.run(["scontrol", "show", "config"], check=True,
                                           capture_output=True, text=True).stdout)
-    out = []
+    out: list[tuple[str, int, bool]] = []
+    full = False
     for off in range(0, n, most):
         count = min(most, n - off)
-        res = subprocess.run(["sbatch", "--parsable", "--hold", f"--array=0-{count - 1}",
-                              "--mem=10M", "--output=/dev/null", "--wrap=true"],
-                             check=True, capture_output=True, text=True)
-        out.append((res.stdout.strip().split(";")[0], count))
+        res = None if full else subprocess.run(
+            ["sbatch", "--parsable", "--hold", f"--array=0-{count - 1}", "--mem=10M",
+             "--output=/dev/null", "--wrap=true"], capture_output=True, text=True)
+        full = res is None or res.returncode != 0
+        out.append((res.stdout.strip().split(";")[0], count, True) if not full
+                   else (str(90_000 + off // most), count, False))
     return out
 
 
 def slurm_status(base: Path, jobs, store: Path, ids: list[str]) -> dict:
-    """Status at ``len(ids)`` jobs whose current attempts sit in held arrays, with
-    RESUBMISSIONS full earlier attempts behind them (see the module's docstring)."""
+    """Status at ``len(ids)`` jobs on the real cluster (see the module's docstring)."""
     state_dir, log, said = base / "slurm-state", base / "slurm-subs.jsonl", base / "said.json"
     state_dir.mkdir()
     for r in range(RESUBMISSIONS):
-        append_submissions(log, [Submission(s, "slurm", f"{900 + r}_{i % 1001}", "t",
+        append_submissions(log, [Submission(s, "slurm", f"{80_000 + r}_{i % 1001}", "t",
                                             token=f"old{r}") for i, s in enumerate(ids)])
-    for s in ids:
-        (state_dir / f"{s}.json").write_text(record(s, "failed", "1_0", f"old{RESUBMISSIONS - 1}"))
     t0 = time.perf_counter()
     arrays = held_arrays(len(ids))
     submit_s = time.perf_counter() - t0
-    subs = []
-    for array_id, count in arrays:
-        subs += [Submission(ids[len(subs)], "slurm", f"{array_id}_{i}", "t", token="now")
-                 for i in range(count)]
+    subs: list[Submission] = []
+    for array_id, count, held in arrays:
+        for i in range(count):
+            s = ids[len(subs)]
+            subs.append(Submission(s, "slurm", f"{array_id}_{i}", "t", token="now"))
+            (state_dir / f"{s}.json").write_text(
+                record(s, "failed", "1_0", f"old{RESUBMISSIONS - 1}") if held
+                else record(s, "done", f"{array_id}_{i}", "now"))
     append_submissions(log, subs)
     backend = SlurmBackend(Config())
 
@@ -129,21 +136,26 @@ def slurm_status(base: Path, jobs, store: Path, ids: list[str]) -> dict:
         rep = report(jobs, read_finished(store, "master"), records, latest, views)
         return round(time.perf_counter() - t0, 2), rep.counts
 
+    live = [a for a, _, held in arrays if held]
     try:
-        queued_s, queued = timed()
+        queued_first_s, queued = timed()
+        queued_next_s, _ = timed()
     finally:
-        subprocess.run(["scancel", *[a for a, _ in arrays]], check=True)
+        if live:
+            subprocess.run(["scancel", *live], check=True)
     for x in subs:
         (state_dir / f"{x.job_id}.json").write_text(record(x.job_id, "done", x.backend_id,
                                                            "now"))
     ended_s, ended = timed()
     remembered_s, remembered = timed()
     assert remembered == ended
-    return {"arrays": len(arrays), "resubmissions_behind": RESUBMISSIONS,
+    return {"arrays": len(arrays), "arrays_held_on_slurm": len(live),
+            "tasks_held": sum(c for _, c, h in arrays if h),
+            "resubmissions_behind": RESUBMISSIONS,
             "log_lines": (RESUBMISSIONS + 1) * len(ids), "sbatch_s": round(submit_s, 2),
-            "status_queued_s": queued_s, "queued_counts": queued,
-            "status_ended_first_s": ended_s, "status_ended_remembered_s": remembered_s,
-            "ended_counts": ended}
+            "status_queued_first_s": queued_first_s, "status_queued_next_s": queued_next_s,
+            "queued_counts": queued, "status_ended_first_s": ended_s,
+            "status_ended_remembered_s": remembered_s, "ended_counts": ended}
 
 
 def main() -> int:
