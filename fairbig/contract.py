@@ -21,6 +21,7 @@ WORK_DIR = f"{FAIRBIG_DIR}/work"                # local only (.gitignore), never
 STATE = "state"    # a job's <job>.json record, its claim, its cancel mark
 LOGS = "logs"      # one <job>.log per job, every backend
 RUNS = "runs"      # one directory per submission (and per Snakemake start)
+SCHEDULER_SAID = "scheduler-said.json"  # what schedulers said of attempts that ended
 CANCEL_MARK = ".cancel"  # <state>/<job>.cancel: cancel was asked; the job records it
 
 # -- sibling and remote names -------------------------------------------------------------

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from . import config as cfgmod
-from .contract import CALL_FMT, INPUT, LOGS, OUTPUT, PLAN_FILE, STATE, WORK_DIR
+from .contract import CALL_FMT, INPUT, LOGS, OUTPUT, PLAN_FILE, SCHEDULER_SAID, STATE, WORK_DIR
 from .errors import FairbigError
 from .proc import run
 from .stores import RiaStore, parse_store
@@ -145,6 +145,11 @@ class Analysis:
 def paths(a: Analysis) -> tuple[Path, Path, Path]:
     """The job state directory, the log directory and the submission log."""
     return a.work / STATE, a.work / LOGS, a.work / "submissions.jsonl"
+
+
+def said_path(a: Analysis) -> Path:
+    """What schedulers said of attempts that ended (status asks them no more)."""
+    return a.work / SCHEDULER_SAID
 
 
 def lock_path(a: Analysis) -> Path:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+ENDED = ("done", "failed", "cancelled", "superseded")   # a JobRecord status once it ended
+
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -65,7 +67,7 @@ class Claim:
 
     job_id: str
     token: str           # one per batch (SLURM array): the scheduler's job name
-    index: int           # the job's place in its batch (array task index)
+    index: int           # the task of its batch that runs the job (array task index)
     backend: str
     host: str
     pid: int
@@ -118,6 +120,20 @@ def read_submissions(path: Path) -> dict[str, Submission]:
                 continue
             latest[s.job_id] = s
     return latest
+
+
+def read_said(path: Path) -> dict[str, tuple[str, str]]:
+    """What the schedulers said of attempts that ended: job -> (backend ID, reason)."""
+    try:
+        return {jid: (bid, reason) for jid, (bid, reason) in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError):
+        return {}   # lost or damaged: status asks the schedulers again
+
+
+def write_said(path: Path, said: dict[str, tuple[str, str]]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(said, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def current_records(records: dict[str, JobRecord], tokens: dict[str, str]

@@ -240,6 +240,20 @@ def slurm_time(seconds: float) -> str:
     return f"{days}-{text}" if days else text
 
 
+def slurm_seconds(spec: str) -> int:
+    """Seconds of a SLURM time (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``,
+    ``D-H:M:S``), the inverse of :func:`slurm_time`."""
+    days, _, rest = spec.rpartition("-")
+    parts = [int(x) for x in rest.split(":")]
+    if days:                            # D-H, D-H:M, D-H:M:S
+        h, m, sec = [*parts, 0, 0][:3]
+    elif len(parts) == 3:               # H:M:S
+        h, m, sec = parts
+    else:                               # M, M:S
+        h, m, sec = 0, parts[0], [*parts, 0][1]
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + sec
+
+
 def suggest(totals: Sequence[dict]) -> Suggestion | None:
     """The 99th percentile of finished jobs' wall time and peak memory, plus a margin."""
     if len(totals) < SUGGEST_MIN_JOBS:

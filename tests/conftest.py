@@ -158,3 +158,14 @@ def wait_idle(ana: Path, timeout: float = 300) -> list[dict[str, int]]:
             return seen
         time.sleep(1)
     pytest.fail(f"jobs still active after {timeout} s: {seen[-1]}")
+
+
+def max_overlap(records: list[dict]) -> int:
+    """The most jobs whose own records overlap in time (started to last update)."""
+    events = sorted([(r["started"], 1) for r in records] + [(r["updated"], -1) for r in records],
+                    key=lambda e: (e[0], e[1]))
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak

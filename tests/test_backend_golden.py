@@ -66,8 +66,10 @@ def htcondor_config() -> Config:
     return cfg
 
 
+# the second batch's tasks run two jobs each (a throttled array past MaxArraySize)
 SLURM_BATCHES = [Batch("tok-a1", ["sub-01", "sub-02", "sub-03"], 0),
-                 Batch("tok-b2", ["sub-04"], 3)]
+                 Batch("tok-b2", ["sub-04", "sub-05", "sub-06"], 3, per_task=2)]
+SLURM_JOBS = [j for b in SLURM_BATCHES for j in b.job_ids]
 
 
 def test_job_body_golden():
@@ -90,10 +92,11 @@ def test_slurm_header_golden():
 
 
 def test_slurm_array_commands_golden():
-    """One ``sbatch`` per batch: its array (with the %throttle), its token as job name,
-    the jobs.txt offset and token as environment."""
+    """One ``sbatch`` per batch: its array (with the %throttle), its token as job name;
+    the job list, offset, jobs per task and token as the script's arguments (so that
+    any ``--export`` works); a task of two jobs gets twice the time."""
     backend = get_backend("slurm", slurm_config())
-    req = request(["sub-01", "sub-02", "sub-03", "sub-04"], SLURM_BATCHES)
+    req = request(SLURM_JOBS, SLURM_BATCHES)
     assert list(backend.files(req)) == ["submit.sh"]
     check_golden("slurm-submit.sh", backend.files(req)["submit.sh"])
     arrays = backend.record_files(req, ["101", "102"])["arrays.json"]
@@ -133,14 +136,35 @@ def test_submit_records_each_batch_with_the_parsed_ids(tmp_path):
     recorded: list[list[Submission]] = []
     handed = iter(["101", "102"])
     backend.hand_over = lambda req, batch: next(handed)  # type: ignore[method-assign]
-    req = SubmitRequest(["sub-01", "sub-02", "sub-03", "sub-04"], SLURM_BATCHES,
+    req = SubmitRequest(SLURM_JOBS, SLURM_BATCHES,
                         tmp_path / "job.sh", tmp_path, tmp_path, tmp_path,
                         record=recorded.append)
     subs = backend.submit(req)
     assert [[(s.job_id, s.backend_id, s.token) for s in part] for part in recorded] == [
         [("sub-01", "101_0", "tok-a1"), ("sub-02", "101_1", "tok-a1"),
-         ("sub-03", "101_2", "tok-a1")], [("sub-04", "102_0", "tok-b2")]]
+         ("sub-03", "101_2", "tok-a1")],
+        [("sub-04", "102_0", "tok-b2"), ("sub-05", "102_0", "tok-b2"),
+         ("sub-06", "102_1", "tok-b2")]]
     assert subs == recorded[0] + recorded[1]
     arrays = json.loads((tmp_path / "arrays.json").read_text())
     assert [(a["array_id"], a["offset"], a["count"]) for a in arrays] == [
-        ("101", 0, 3), ("102", 3, 1)]
+        ("101", 0, 3), ("102", 3, 3)]
+
+
+def test_a_throttle_puts_the_whole_submission_in_one_array():
+    """With ``throttle`` one array holds every job (%throttle then limits them all),
+    tasks running several jobs once there are more than MaxArraySize; without it,
+    arrays of MaxArraySize one-job tasks."""
+    from fairbig.backends.base import Layout
+    from fairbig.commands.submit import make_batches
+
+    cfg = slurm_config()
+    jobs = [f"sub-{i:05d}" for i in range(42_715)]
+    assert get_backend("slurm", cfg).layout(True) == Layout(tasks=1001)
+    [one] = make_batches(jobs, Layout(tasks=1001))
+    assert (one.per_task, one.tasks, one.task(42_714)) == (43, 994, 993)
+    cfg.backend.slurm.throttle = 0
+    assert get_backend("slurm", cfg).layout(True) == Layout(batch=1001)
+    many = make_batches(jobs, Layout(batch=1001))
+    assert len(many) == 43 and {b.per_task for b in many} == {1}
+    assert [b.offset for b in many[:2]] == [0, 1001] and many[-1].tasks == 673

@@ -30,9 +30,9 @@ def array_id() -> str:
     return captured("sbatch-parsable.txt").strip()
 
 
-def tasks(n: int = 10) -> dict[str, str]:
-    """The captured array's tasks as fairbig would have recorded them: task -> job."""
-    return {f"{array_id()}_{i}": f"sub-{i:02d}" for i in range(n)}
+def tasks(n: int = 10) -> dict[str, list[str]]:
+    """The captured array's tasks as fairbig would have recorded them: task -> jobs."""
+    return {f"{array_id()}_{i}": [f"sub-{i:02d}"] for i in range(n)}
 
 
 def sub(job_id: str, backend_id: str, backend: str = "slurm") -> Submission:
@@ -62,7 +62,7 @@ def test_squeue_array_one_line_per_task():
     """What fairbig asks (``--array``): running tasks 2 and 4, pending 5-9; done (0, 1)
     and cancelled (3) tasks are absent."""
     by_task = tasks()
-    subs = [sub(j, t) for t, j in by_task.items()]
+    subs = [sub(j, t) for t, js in by_task.items() for j in js]
     assert slurm.poll_argv(subs) == ["squeue", "--noheader", "--array", "--format=%i|%T",
                                f"--jobs={array_id()}"]
     views = slurm.parse_poll(captured("squeue-array.txt"), by_task)
@@ -78,8 +78,20 @@ def test_squeue_compact_pending_range_expands():
     assert sorted(j for j, v in views.items() if v.state == "queued") == [
         f"sub-0{i}" for i in range(5, 10)]
     assert sorted(j for j, v in views.items() if v.state == "running") == ["sub-02", "sub-04"]
-    assert slurm.parse_poll("77_[1,3-4]|PENDING\n", {"77_1": "a", "77_2": "b", "77_4": "c"}) == {
+    assert slurm.parse_poll("77_[1,3-4]|PENDING\n", {"77_1": ["a"], "77_2": ["b"],
+                                                    "77_4": ["c"]}) == {
         "a": BackendView("queued"), "c": BackendView("queued")}
+
+
+def test_a_running_task_of_several_jobs_leaves_their_records_to_tell():
+    """A throttled array's task runs its jobs one after another: SLURM's RUNNING says
+    only that one of them may be running (the record of the one that is says so)."""
+    views = slurm.parse_poll("77_0|RUNNING\n77_1|PENDING\n",
+                             {"77_0": ["a", "b"], "77_1": ["c"]})
+    assert views == {j: BackendView("queued") for j in "abc"}
+    scontrol = "JobId=78 ArrayJobId=77 ArrayTaskId=0 JobState=TIMEOUT\n"
+    assert slurm.parse_finished(scontrol, {"77_0": ["a", "b"]}) == {
+        j: BackendView("finished", "TIMEOUT") for j in "ab"}
 
 
 def test_scontrol_names_why_tasks_ended():

@@ -11,7 +11,7 @@ import pytest
 
 from fairbig import config as cfgmod
 
-from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, status, wait_idle
+from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, max_overlap, status, wait_idle
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -39,16 +39,6 @@ def configure(ana: Path, **settings: object) -> None:
                                                **settings})
     subprocess.run([str(BIN / "datalad"), "save", "-m", "htcondor settings"], cwd=ana,
                    check=True, capture_output=True)
-
-
-def max_overlap(records: list[dict]) -> int:
-    events = sorted([(r["started"], 1) for r in records] + [(r["updated"], -1) for r in records],
-                    key=lambda e: (e[0], e[1]))
-    level = peak = 0
-    for _, step in events:
-        level += step
-        peak = max(peak, level)
-    return peak
 
 
 def test_ukb_mini_through_a_dag_with_throttle(pool, tmp_path, ukb_input, image, lab_key):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,16 @@ import pytest
 
 from fairbig import config as cfgmod
 
-from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, load_generator, status, wait_idle
+from .conftest import (
+    BIN,
+    UKB_COMMAND,
+    fairbig,
+    init_analysis,
+    load_generator,
+    max_overlap,
+    status,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -96,23 +106,62 @@ def test_failure_timeout_cancel_then_resubmit(slurm, tmp_path, ukb_input, image,
     assert counts(ana)["done"] == 4
 
 
+class RunningSampler(threading.Thread):
+    """The most tasks of the given arrays SLURM reports running, asked every second."""
+
+    def __init__(self, arrays: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.argv = ["squeue", "--noheader", "--array", "--states=RUNNING", "--format=%i",
+                     f"--jobs={','.join(arrays)}"]
+        self.samples: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            out = subprocess.run(self.argv, capture_output=True, text=True).stdout
+            self.samples.append(len(out.split()))
+            self.done.wait(1)
+
+
 @pytest.mark.long
-def test_arrays_split_by_max_array_size(slurm, tmp_path_factory, image, lab_key):
+def test_throttle_holds_for_a_submission_past_max_array_size_under_export_none(
+        slurm, tmp_path_factory, image, lab_key):
+    """5 jobs and MaxArraySize=2 would be 3 arrays of %1 each (up to 2 running on this
+    2-CPU node, where a throttle of 2 could not be exceeded): with the throttle ONE array
+    holds them all, its tasks running jobs one after another, and never more than 1
+    runs. ``--export=NONE`` hands the tasks no environment: every job still completes,
+    and a rerun of a job that shared a task is IDENTICAL."""
     from .slurm_cluster import ensure_slurm
 
     base = tmp_path_factory.mktemp("split")
     gen = load_generator()
     store = f"ria+file://{base}/input-store"
-    ids = gen.generate(base / "ukb", 7, 3, store)
+    ids = gen.generate(base / "ukb", 5, 3, store)
     ana = init_analysis(base, {"url": f"{store}#~ukb"}, image, lab_key)
-    configure(ana)
+    configure(ana, **{"backend.slurm.throttle": 1,
+                      "backend.slurm.extra": ["#SBATCH --export=NONE"]})
     fairbig("plan", cwd=ana)
-    ensure_slurm(3)
+    ensure_slurm(2)
     try:
         out = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
         arrays = json.loads((Path(out["run_dir"]) / "arrays.json").read_text())
-        assert [a["count"] for a in arrays] == [3, 3, 1]
-        wait_idle(ana, timeout=400)
+        sampler = RunningSampler([a["array_id"] for a in arrays])
+        sampler.start()
+        try:
+            seen = wait_idle(ana, timeout=400)
+        finally:
+            sampler.done.set()
+            sampler.join()
     finally:
         ensure_slurm(None)
+    assert [(a["count"], a["per_task"]) for a in arrays] == [(5, 3)]
+    assert "--array=0-1%1" in (Path(out["run_dir"]) / "submit.sh").read_text()
+    assert max(sampler.samples) == 1 and len(sampler.samples) > 10, sampler.samples
+    assert all(c["running"] <= 1 and sum(c.values()) == len(ids) for c in seen), seen
+    state_dir = ana / ".fairbig" / "work" / "state"
+    records = [json.loads(p.read_text()) for p in state_dir.glob("*.json")]
+    assert len(records) == len(ids) and max_overlap(records) == 1
     assert counts(ana)["done"] == len(ids)
+    fairbig("merge", cwd=ana)
+    rerun = json.loads(fairbig("rerun", ids[1], "--json", cwd=ana).stdout)["jobs"][0]
+    assert rerun["ok"] and set(rerun["files"].values()) == {"identical"}, rerun

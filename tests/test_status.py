@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fairbig import config as cfgmod
+from fairbig.backends.base import BackendView
 from fairbig.states import STATES
 
 from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, status, wait_idle
@@ -293,3 +294,45 @@ def test_htcondor_check_and_env_setup_failure(ana, ukb_input, tmp_path):
             os.environ.pop("CONDOR_CONFIG", None)
         else:
             os.environ["CONDOR_CONFIG"] = old
+
+
+class CountingBackend:
+    """Stands in for a scheduler in this unit test of what status asks: it answers
+    from a fixed table and remembers which attempts it was asked about."""
+
+    name = "slurm"
+
+    def __init__(self, says: dict[str, BackendView]) -> None:
+        self.says, self.asked = says, []
+
+    def poll(self, subs):
+        self.asked.append(sorted(s.job_id for s in subs))
+        return {s.job_id: self.says[s.job_id] for s in subs if s.job_id in self.says}
+
+
+def test_status_asks_the_scheduler_only_of_attempts_not_known_to_have_ended(tmp_path):
+    """Ended attempts (own record final, scheduler no longer running them) are asked
+    about once; what the scheduler said (TIMEOUT, or nothing) is remembered, and a
+    resubmission (another backend ID) is asked about again."""
+    from fairbig.commands.status import scheduler_views
+    from fairbig.jobstate import JobRecord, Submission
+
+    def sub(jid: str, bid: str) -> Submission:
+        return Submission(jid, "slurm", bid, "2026-01-01T00:00:00Z", token="t")
+
+    def rec(jid: str, status: str) -> JobRecord:
+        return JobRecord(jid, status, "run", 0, "h", 1, "", 0, 0, "", attempt="t")
+
+    subs = {j: sub(j, f"7_{i}") for i, j in enumerate("abcd")}
+    records = {"a": rec("a", "done"), "b": rec("b", "failed"), "c": rec("c", "running")}
+    backend = CountingBackend({"b": BackendView("finished", "TIMEOUT"),
+                               "c": BackendView("running"), "d": BackendView("queued")})
+    path = tmp_path / "said.json"
+    ask = lambda: scheduler_views(path, subs, records, lambda name: backend)  # noqa: E731
+    first = ask()
+    assert ask() == first == {"b": BackendView("finished", "TIMEOUT"),
+                              "c": BackendView("running"), "d": BackendView("queued")}
+    assert backend.asked == [["a", "b", "c", "d"], ["c", "d"]]
+    subs["b"] = sub("b", "9_0")   # resubmitted: its new attempt is asked about
+    ask()
+    assert backend.asked[-1] == ["b", "c", "d"]

@@ -32,6 +32,25 @@ class Batch:
     token: str
     job_ids: Sequence[str]
     offset: int             # of the first job in the run's jobs.txt
+    per_task: int = 1       # jobs each task runs one after another (a throttled SLURM array)
+
+    @property
+    def tasks(self) -> int:
+        return -(-len(self.job_ids) // self.per_task)
+
+    def task(self, index: int) -> int:
+        """The task that runs the batch's ``index``-th job."""
+        return index // self.per_task
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a submission is cut for the scheduler: at most ``batch`` jobs per scheduler
+    call (None: one call for all), at most ``tasks`` tasks per call (None: one job per
+    task; else jobs share tasks so that one call holds the batch)."""
+
+    batch: int | None = None
+    tasks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,10 +115,9 @@ class Backend(ABC):
         """Files that record what the scheduler accepted, written after the submit."""
         return {}
 
-    def batch_size(self, dry_run: bool) -> int | None:
-        """Most jobs one scheduler call may take (None: no limit); a dry run asks no
-        scheduler."""
-        return None
+    def layout(self, dry_run: bool) -> Layout:
+        """How this scheduler takes a submission (a dry run asks no scheduler)."""
+        return Layout()
 
     def output_file(self, run_dir: Path, sub: Submission) -> Path | None:
         """The file the scheduler writes the job's own output to: it holds what a job
@@ -117,7 +135,7 @@ class Backend(ABC):
         for batch in () if req.dry_run else req.batches:
             handle = self.hand_over(req, batch)
             handles.append(handle)
-            part = [Submission(jid, self.name, self.backend_id(handle, i, jid), now(),
+            part = [Submission(jid, self.name, self.backend_id(handle, batch.task(i), jid), now(),
                                token=batch.token) for i, jid in enumerate(batch.job_ids)]
             req.record(part)
             subs += part

@@ -20,7 +20,8 @@ from ..errors import CommandError, FairbigError
 from ..jobstate import Claim, Submission
 from ..proc import run
 from ..render import render
-from .base import Backend, BackendView, Batch, Call, SubmitRequest
+from ..usage import slurm_seconds, slurm_time
+from .base import Backend, BackendView, Batch, Call, Layout, SubmitRequest
 
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED", "RESIZING"}
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
@@ -36,6 +37,14 @@ def array_spec(count: int, throttle: int) -> str:
     return f"0-{count - 1}" + (f"%{throttle}" if throttle else "")
 
 
+def task_argv(req: SubmitRequest, batch: Batch) -> list[str]:
+    """What an array task is told on its command line, never through the environment
+    (``--export=NONE`` empties that): the job list, the batch's first line in it, the
+    jobs per task and the attempt's token (templates/job.sh.j2 reads them)."""
+    return [str(req.script), "--array", str(req.run_dir / "jobs.txt"), str(batch.offset),
+            str(batch.per_task), batch.token]
+
+
 class SlurmBackend(Backend):
     name = "slurm"
 
@@ -49,17 +58,11 @@ class SlurmBackend(Backend):
 
     def files(self, req: SubmitRequest) -> dict[str, str]:
         """``submit.sh``: the submit commands, to read or to run by hand."""
-        lines = []
-        for batch in req.batches:
-            call = self.submit_call(req, batch)
-            lines.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in call.env.items()) + " "
-                         + shlex.join(call.argv))
+        lines = [shlex.join(self.submit_call(req, batch).argv) for batch in req.batches]
         return {"submit.sh": "#!/bin/sh\n" + "\n".join(lines) + "\n"}
 
     def submit_call(self, req: SubmitRequest, batch: Batch) -> Call:
-        env = {"FAIRBIG_JOB_LIST": str(req.run_dir / "jobs.txt"),
-               "FAIRBIG_TASK_OFFSET": str(batch.offset), "FAIRBIG_ATTEMPT": batch.token}
-        return Call(submit_argv(batch, req, self.cfg.throttle), env,
+        return Call(submit_argv(batch, req, self.cfg.throttle, self.cfg.time), {},
                     "check the SLURM settings in fairbig.yaml (partition, account, time, mem)")
 
     def parse_submit(self, stdout: str) -> str:
@@ -72,15 +75,20 @@ class SlurmBackend(Backend):
         """``arrays.json``: which array holds which slice of ``jobs.txt`` (none after a
         dry run, which has no handles)."""
         arrays = [{"array_id": h, "offset": b.offset, "count": len(b.job_ids),
-                   "token": b.token} for h, b in zip(handles, req.batches, strict=False)]
+                   "per_task": b.per_task, "token": b.token}
+                  for h, b in zip(handles, req.batches, strict=False)]
         return {"arrays.json": json.dumps(arrays, indent=1) + "\n"}
 
-    def batch_size(self, dry_run: bool) -> int | None:
-        if dry_run:
-            return DEFAULT_MAX_ARRAY
-        res = run(["scontrol", "show", "config"], check=False,
-                  hint="run fairbig where the SLURM commands are, e.g. on a login node")
-        return parse_max_array(res.stdout)
+    def layout(self, dry_run: bool) -> Layout:
+        """Arrays of at most MaxArraySize tasks. With a throttle, ONE array holds the
+        whole submission, so that ``%throttle`` limits all of it: when it has more jobs
+        than MaxArraySize, each task runs several jobs one after another."""
+        most = DEFAULT_MAX_ARRAY
+        if not dry_run:
+            res = run(["scontrol", "show", "config"], check=False,
+                      hint="run fairbig where the SLURM commands are, e.g. on a login node")
+            most = parse_max_array(res.stdout)
+        return Layout(tasks=most) if self.cfg.throttle else Layout(batch=most)
 
     def recover(self, claims: Sequence[Claim]) -> dict[str, str] | None:
         tokens = sorted({c.token for c in claims})
@@ -98,7 +106,9 @@ class SlurmBackend(Backend):
         ended, while SLURM still knows them (MinJobAge)."""
         if not subs:
             return {}
-        by_task = {s.backend_id: s.job_id for s in subs}
+        by_task: dict[str, list[str]] = {}
+        for s in subs:
+            by_task.setdefault(s.backend_id, []).append(s.job_id)
         out = parse_poll(run(poll_argv(subs), check=False).stdout, by_task)
         gone = [s for s in subs if s.job_id not in out]
         for array in arrays_of(gone):
@@ -137,14 +147,17 @@ class SlurmBackend(Backend):
             run(["scancel", *sorted(s.backend_id for s in subs)], check=False)
 
 
-def submit_argv(batch: Batch, req: SubmitRequest, throttle: int) -> list[str]:
+def submit_argv(batch: Batch, req: SubmitRequest, throttle: int, time: str) -> list[str]:
     """One array per batch; its job name is the batch's token, so a submit killed before
-    it read the array ID finds the array again (``squeue --name``)."""
+    it read the array ID finds the array again (``squeue --name``). A task that runs
+    several jobs gets their time limits added up."""
     # the log path goes on the command line, not into a #SBATCH line: sbatch
     # splits those at spaces, and a newline in a path would end the comment
+    limit = ([f"--time={slurm_time(slurm_seconds(time) * batch.per_task)}"]
+             if batch.per_task > 1 else [])
     return ["sbatch", "--parsable", f"--job-name={batch.token}",
-            f"--array={array_spec(len(batch.job_ids), throttle)}",
-            f"--output={req.run_dir / OUTPUT}", str(req.script)]
+            f"--array={array_spec(batch.tasks, throttle)}", *limit,
+            f"--output={req.run_dir / OUTPUT}", *task_argv(req, batch)]
 
 
 def parse_submit(stdout: str) -> str:
@@ -187,20 +200,23 @@ def parse_find(stdout: str) -> dict[str, str]:
     return out
 
 
-def parse_poll(stdout: str, by_task: dict[str, str]) -> dict[str, BackendView]:
-    """Views by job ID from ``squeue --array --format=%i|%T``."""
+def parse_poll(stdout: str, by_task: dict[str, list[str]]) -> dict[str, BackendView]:
+    """Views by job ID from ``squeue --array --format=%i|%T``. The jobs of a running
+    task that runs several are queued as far as SLURM can tell: the one running says so
+    in its own record."""
     out: dict[str, BackendView] = {}
     for line in stdout.splitlines():
         task, _, state = line.partition("|")
         for tid in _expand(task):
-            if tid in by_task:
-                view = "queued" if state in QUEUED else "running" if state in RUNNING \
-                    else "finished"
-                out[by_task[tid]] = BackendView(view, "" if view != "finished" else state)
+            jobs = by_task.get(tid, [])
+            view = "queued" if state in QUEUED or (state in RUNNING and len(jobs) > 1) \
+                else "running" if state in RUNNING else "finished"
+            out.update((jid, BackendView(view, "" if view != "finished" else state))
+                       for jid in jobs)
     return out
 
 
-def parse_finished(stdout: str, by_task: dict[str, str]) -> dict[str, BackendView]:
+def parse_finished(stdout: str, by_task: dict[str, list[str]]) -> dict[str, BackendView]:
     """Views of tasks that ended for a reason worth showing (TIMEOUT, OUT_OF_MEMORY, ...),
     by job ID, from ``scontrol --oneliner show job ARRAY``."""
     out: dict[str, BackendView] = {}
@@ -208,8 +224,8 @@ def parse_finished(stdout: str, by_task: dict[str, str]) -> dict[str, BackendVie
         f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
         tid = f"{f.get('ArrayJobId', f.get('JobId'))}_{f.get('ArrayTaskId', '')}"
         state = f.get("JobState", "")
-        if tid in by_task and state in FAILURE_REASONS:
-            out[by_task[tid]] = BackendView("finished", state)
+        if state in FAILURE_REASONS:
+            out.update((jid, BackendView("finished", state)) for jid in by_task.get(tid, []))
     return out
 
 

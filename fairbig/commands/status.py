@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -19,9 +20,10 @@ from .. import ui
 from ..backends import get_backend
 from ..backends.base import Backend, BackendView
 from ..contract import CANCEL_MARK
-from ..dataset import Analysis, paths
+from ..dataset import Analysis, paths, said_path
 from ..explain import Explanation, Failure, explain
 from ..jobstate import (
+    ENDED,
     Claim,
     JobRecord,
     Submission,
@@ -30,9 +32,11 @@ from ..jobstate import (
     now,
     read_claims,
     read_records,
+    read_said,
     read_submissions,
+    write_said,
 )
-from ..states import STATES, JobStatus, StatusReport, report
+from ..states import ACTIVE_STATES, STATES, JobStatus, StatusReport, report
 from ..storeview import read_finished
 from ..usage import UsageSummary, summarize
 from .plan import current_jobs
@@ -73,17 +77,42 @@ def status_with_attempts(a: Analysis, backend: Backend | None = None
     jobs = current_jobs(a)
     records = read_records(state_dir)
     subs, views, tokens = reconcile(a, records, backend_named)
-    by_backend: dict[str, list[Submission]] = {}
-    for s in subs.values():
-        if s.backend_id:
-            by_backend.setdefault(s.backend, []).append(s)
-    for name, group in by_backend.items():
-        views.update(backend_named(name).poll(group))
+    records = current_records(records, tokens)
+    views.update(scheduler_views(said_path(a), subs, records, backend_named))
     finished = read_finished(a.output_git, a.default_branch)
     cancelled = {p.name[:-len(CANCEL_MARK)] for p in state_dir.glob("*" + CANCEL_MARK)}
-    records = current_records(records, tokens)
     views.update(outside_views(records, subs))
     return report(jobs, finished, records, subs, views, cancelled), subs
+
+
+def scheduler_views(path: Path, subs: dict[str, Submission], records: dict[str, JobRecord],
+                    backend_named: Callable[[str], Backend]) -> dict[str, BackendView]:
+    """The schedulers' word on each job's current attempt, asking them only of attempts
+    not known to have ended: once an attempt's own record is final and its scheduler
+    no longer runs it, what the scheduler said (why it ended, or nothing) is kept in
+    ``path``, so polls stay as small as the unfinished work after weeks of
+    resubmissions."""
+    said = read_said(path)
+    views: dict[str, BackendView] = {}
+    by_backend: dict[str, list[Submission]] = {}
+    for s in subs.values():
+        known = said.get(s.job_id)
+        if known and known[0] == s.backend_id:
+            if known[1]:
+                views[s.job_id] = BackendView("finished", known[1])
+        elif s.backend_id:
+            by_backend.setdefault(s.backend, []).append(s)
+    ended: dict[str, tuple[str, str]] = {}
+    for name, group in by_backend.items():
+        polled = backend_named(name).poll(group)
+        views.update(polled)
+        for s in group:
+            rec, view = records.get(s.job_id), polled.get(s.job_id)
+            if rec and rec.status in ENDED and not (view and view.state in ACTIVE_STATES):
+                ended[s.job_id] = (s.backend_id, view.reason if view else "")
+    if ended and path.parent.is_dir():
+        write_said(path, said | ended)
+    return views
 
 
 def reconcile(a: Analysis, records: dict[str, JobRecord],

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import ui
 from ..annexkeys import missing_in
 from ..backends import get_backend
-from ..backends.base import Backend, Batch, SubmitRequest
+from ..backends.base import Backend, Batch, Layout, SubmitRequest
 from ..contract import CANCEL_MARK, INPUT_STORAGE, OUTPUT_STORAGE, RUNS
 from ..dataset import Analysis, lock_path, paths
 from ..errors import FairbigError
@@ -68,11 +68,16 @@ def choose(a: Analysis, status: StatusReport, failed: bool, only: set[str],
     return chosen
 
 
-def make_batches(job_ids: list[str], size: int | None) -> list[Batch]:
-    """One batch (scheduler call, token) per ``size`` jobs, in jobs.txt order."""
-    size = size or max(1, len(job_ids))
-    return [Batch(new_token(), job_ids[off:off + size], off)
-            for off in range(0, len(job_ids), size)]
+def make_batches(job_ids: list[str], layout: Layout) -> list[Batch]:
+    """One batch (scheduler call, token) per ``layout.batch`` jobs, in jobs.txt order,
+    its jobs shared out over at most ``layout.tasks`` tasks."""
+    size = layout.batch or max(1, len(job_ids))
+    out = []
+    for off in range(0, len(job_ids), size):
+        ids = job_ids[off:off + size]
+        per_task = -(-len(ids) // layout.tasks) if layout.tasks else 1
+        out.append(Batch(new_token(), ids, off, per_task))
+    return out
 
 
 def render_run(a: Analysis, backend: Backend, batches: list[Batch], dry_run: bool,
@@ -129,7 +134,7 @@ class Claimed:
                 (state_dir / (jid + CANCEL_MARK)).touch()
 
 
-def claim(a: Analysis, backend: Backend, job_ids: list[str], size: int | None
+def claim(a: Analysis, backend: Backend, job_ids: list[str], layout: Layout
           ) -> tuple[list[Batch], Claimed]:
     """Claim each job for this submit (see jobstate.take_claim); a job another host's
     submit claimed in the meantime is left to it. Cancel markers of an earlier
@@ -140,11 +145,11 @@ def claim(a: Analysis, backend: Backend, job_ids: list[str], size: int | None
     states = {j.job_id: j.input_state for j in current_jobs(a)}
     done = Claimed()
     while True:
-        batches = make_batches(job_ids, size)
+        batches = make_batches(job_ids, layout)
         lost = []
         for b in batches:
             for i, jid in enumerate(b.job_ids):
-                c = Claim(jid, b.token, i, backend.name, socket.gethostname(), os.getpid(),
+                c = Claim(jid, b.token, b.task(i), backend.name, socket.gethostname(), os.getpid(),
                           states.get(jid, ""))
                 if take_claim(state_dir, c, old.get(jid)):
                     done.claims[jid] = c
@@ -182,7 +187,7 @@ def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
         job_ids = choose(a, current_status(a, backend), failed, only or set(), again)
         if not job_ids:
             return SubmitOutcome(backend.name, [], [], "", dry_run)
-        req = render_run(a, backend, make_batches(job_ids, backend.batch_size(True)), True,
+        req = render_run(a, backend, make_batches(job_ids, backend.layout(True)), True,
                          lambda subs: None)
         backend.submit(req)
         return SubmitOutcome(backend.name, job_ids, [], str(req.run_dir), dry_run)
@@ -196,7 +201,7 @@ def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
             return SubmitOutcome(backend.name, [], [], "", dry_run, active)
         publish(a)
         preflight(a)
-        batches, claimed = claim(a, backend, job_ids, backend.batch_size(False))
+        batches, claimed = claim(a, backend, job_ids, backend.layout(False))
     job_ids = [j for b in batches for j in b.job_ids]
     accepted: set[str] = set()
     states = {c.job_id: c.input_state for c in claimed.claims.values()}

@@ -2,7 +2,7 @@
 #SBATCH --time=01:00:00
 # fairbig job body, rendered by `fairbig submit` from templates/job.sh.j2.
 # The same body runs under every backend; only the header/submit file differs.
-# Usage: job.sh JOB_ID   (or FAIRBIG_JOB_ID, or FAIRBIG_JOB_LIST + array index)
+# Usage: job.sh JOB_ID   (or FAIRBIG_JOB_ID, or --array … in a SLURM array task)
 set -euo pipefail
 umask 022
 # -- constants of this submission (quoted when rendered) ------------------------
@@ -38,12 +38,20 @@ module load apptainer
 export TMPDIR=/scratch/tmp
 
 # -- which job am I? ------------------------------------------------------------
-job_id=${1:-${FAIRBIG_JOB_ID:-}}
-if [ -z "$job_id" ] && [ -n "${FAIRBIG_JOB_LIST:-}" ]; then
-    task=${FAIRBIG_TASK_INDEX:-${SLURM_ARRAY_TASK_ID:-}}
-    offset=${FAIRBIG_TASK_OFFSET:-0}
-    job_id=$(sed -n "$((task + offset + 1))p" "$FAIRBIG_JOB_LIST")
+# A SLURM array task is told on its command line, never through the environment
+# (--export=NONE empties it): job.sh --array JOB_LIST OFFSET PER_TASK ATTEMPT runs
+# its PER_TASK lines of JOB_LIST one after another, each as `job.sh JOB_ID`; a job
+# cancelled before its turn is skipped.
+if [ "${1:-}" = --array ]; then
+    export FAIRBIG_ATTEMPT=$5
+    first=$(($3 + SLURM_ARRAY_TASK_ID * $4 + 1))
+    rc=0
+    while IFS= read -r job_id; do
+        [ -e "$state_dir/$job_id$cancel_mark" ] || bash "$0" "$job_id" </dev/null || rc=$?
+    done < <(sed -n "${first},$((first + $4 - 1))p" "$2")
+    exit "$rc"
 fi
+job_id=${1:-${FAIRBIG_JOB_ID:-}}
 if ! valid_job_id "$job_id"; then
     echo "fairbig job: invalid job ID '${job_id}'" >&2
     exit 2
