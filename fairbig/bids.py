@@ -15,10 +15,12 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .contract import BIDS_FILTER_DIR
 from .errors import FairbigError
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
@@ -36,6 +38,10 @@ COMPANIONS = frozenset({"events", "physio", "stim", "channels", "electrodes", "c
 # Entities that name the folder a file lies in; inheritance is decided by the others.
 FOLDER_ENTITIES = ("sub-", "ses-")
 EMPTYROOM = "sub-emptyroom"
+# The queries of fMRIPrep's BIDS filter file (``--bids-filter-file``); it refuses other
+# keys, and QSIPrep/ASLPrep/XCP-D read the same format.
+FILTER_QUERIES = ("bold", "sbref", "fmap", "t1w", "t2w", "flair", "roi")
+ALL_SESSIONS = "all-sessions"   # the filter file of a subject job: no restriction
 
 
 @dataclass(frozen=True)
@@ -181,3 +187,17 @@ def missing_required(paths: Iterable[str], patterns: Sequence[str]) -> list[str]
         if first.startswith("ses-") and rest:
             rel.add(rest)
     return [pat for pat in patterns if not any(fnmatch.fnmatchcase(p, pat) for p in rel)]
+
+
+def filter_file(session: str) -> str:
+    """The BIDS filter file of a job of ``session`` ("" for a subject job), relative to
+    the analysis dataset: one per session label, since the App's ``--participant-label``
+    already picks the subject. Committed with the plan, so ``rerun`` finds it."""
+    return f"{BIDS_FILTER_DIR}/{session or ALL_SESSIONS}.json"
+
+
+def filter_text(session: str) -> str:
+    """fMRIPrep's filter-file format restricting every query to ``session``'s label."""
+    label = session.removeprefix("ses-")
+    body = {q: {"session": label} for q in FILTER_QUERIES} if session else {}
+    return json.dumps(body, indent=2, sort_keys=True) + "\n"

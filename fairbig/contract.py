@@ -17,6 +17,7 @@ PLAN_FILE = f"{FAIRBIG_DIR}/plan.tsv"           # the job table, committed
 MERGED_FILE = f"{FAIRBIG_DIR}/merged.tsv"       # job -> input state merged, committed
 PUBKEY_FILE = f"{FAIRBIG_DIR}/lab-pubkey.asc"   # the lab's public key(s), committed
 WORK_DIR = f"{FAIRBIG_DIR}/work"                # local only (.gitignore), never committed
+BIDS_FILTER_DIR = f"{FAIRBIG_DIR}/bids-filters"  # BIDS filter files of a plan, committed
 # ... and in it (Analysis.work):
 STATE = "state"    # a job's <job>.json record, its claim, its cancel mark
 LOGS = "logs"      # one <job>.log per job, every backend

@@ -21,6 +21,8 @@ from .bids import (
     EMPTYROOM,
     PARTICIPANTS,
     Inheritance,
+    filter_file,
+    filter_text,
     inheritable,
     missing_required,
     rows_by_key,
@@ -35,9 +37,11 @@ HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "c
 LIST_SEP = ","  # between the paths of the inputs and outputs columns
 UKB_RECORD_RE = re.compile(r"^\d+_(\d+)_\d+(\.[A-Za-z0-9.]+)?$")
 # What fairbig fills into the command per job; {subject_label}/{session_label} are the
-# bare BIDS labels a BIDS App takes (--participant-label 01, not sub-01).
+# bare BIDS labels a BIDS App takes (--participant-label 01, not sub-01), and
+# {bids_filter_file} the BIDS filter file (--bids-filter-file) of the job's session.
+FILTER_PLACEHOLDER = "bids_filter_file"
 PLACEHOLDERS = ("job", "subject", "subject_label", "session", "session_label", "input_dir",
-                "output_dir")
+                "output_dir", FILTER_PLACEHOLDER)
 PLACEHOLDER_RE = re.compile("{(" + "|".join(PLACEHOLDERS) + ")}")
 
 
@@ -204,24 +208,19 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     out = Layout("bids")
     top: dict[str, str] = {}
     subjects: dict[str, _Subject] = {}
-    listing = git(sub_git, "ls-tree", "-z", "-r", "-t", "--full-tree", commit).stdout
-    for rec in listing.split("\0"):    # "<mode> <type> <sha>\t<path>": 640k at UKB scale,
-        if not rec:                     # parsed by position, not into Entry objects
-            continue
-        tab = rec.index("\t")
-        mode, sha, path = rec[:6], rec[tab - 40:tab], rec[tab + 1:]
-        first, _, rest = path.partition("/")
+    for e in ls_tree(sub_git, commit, recursive=True, trees=True):
+        first, _, rest = e.path.partition("/")
         if rest:
             if first in subjects:
-                subjects[first].add(mode, sha, rest)
-        elif mode in (TREE, GITLINK) and first.startswith("sub-"):
-            subjects[first] = _Subject(first, sha)
-            if mode == GITLINK and not _read_subdataset(
-                    input_root, sub_git, Entry(mode, "commit", sha, path), subjects[first]):
+                subjects[first].add(e.mode, e.sha, rest)
+        elif e.mode in (TREE, GITLINK) and first.startswith("sub-"):
+            subjects[first] = _Subject(first, e.sha)
+            if e.mode == GITLINK and not _read_subdataset(input_root, sub_git, e,
+                                                          subjects[first]):
                 out.skipped[first] = "subject subdataset's tree unreadable (install it)"
                 del subjects[first]
-        elif mode != TREE:
-            top[first] = sha
+        elif e.mode != TREE:
+            top[first] = e.sha
     if EMPTYROOM in subjects and not opts.emptyroom:
         del subjects[EMPTYROOM]
         out.skipped[EMPTYROOM] = ("MEG empty-room recordings (inputs.bids_emptyroom: true "
@@ -348,7 +347,8 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
         values = {"job": jid, "subject": u.subject, "session": u.session,
                   "subject_label": u.subject.removeprefix("sub-"),
                   "session_label": u.session.removeprefix("ses-"),
-                  "input_dir": f"{inputs_path}/{u.input_dir}", "output_dir": output}
+                  "input_dir": f"{inputs_path}/{u.input_dir}", "output_dir": output,
+                  FILTER_PLACEHOLDER: filter_file(u.session)}
         cmd = PLACEHOLDER_RE.sub(lambda m, v=values: v[m.group(1)], command)
         jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,), cmd))
     jobs.sort(key=lambda j: j.job_id)
@@ -357,6 +357,14 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
         raise FairbigError(f"duplicate job IDs: {', '.join(dupes[:5])}",
                            "plan --by session, or rename the clashing subjects")
     return jobs
+
+
+def filter_files(jobs: Sequence[Job], command: str) -> dict[str, str]:
+    """The BIDS filter files the jobs' commands name (path -> text), none if the command
+    does not use ``{bids_filter_file}``."""
+    if "{" + FILTER_PLACEHOLDER + "}" not in command:
+        return {}
+    return {filter_file(s): filter_text(s) for s in sorted({j.session for j in jobs})}
 
 
 def render_tsv(jobs: Sequence[Job]) -> str:

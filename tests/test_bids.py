@@ -16,7 +16,7 @@ import pytest
 from fairbig import config as cfgmod
 from fairbig.bids import Name, refuse_bad_labels
 from fairbig.errors import FairbigError
-from fairbig.jobtable import BidsOptions, diff, make_jobs, read_layout, select
+from fairbig.jobtable import BidsOptions, diff, filter_files, make_jobs, read_layout, select
 
 from .conftest import REPO, fairbig, load_generator
 
@@ -178,10 +178,15 @@ def test_bids_app_label_placeholders(tmp_path: Path):
     t = Tree(tmp_path, gen.DEFAULT)
     lay = read_layout(t.root, "inputs/data", "bids", "session")
     app = "app {input_dir} {output_dir} participant --participant-label {subject_label} " \
-          "--session-id {session_label}"
+          "--session-id {session_label} --bids-filter-file {bids_filter_file}"
     jobs = {j.job_id: j for j in make_jobs(lay.units, "inputs/data", "results", app)}
     assert jobs["sub-01_ses-2"].command == ("app inputs/data/sub-01/ses-2 results/sub-01_ses-2 "
-                                            "participant --participant-label 01 --session-id 2")
+                                            "participant --participant-label 01 --session-id 2"
+                                            " --bids-filter-file .fairbig/bids-filters/ses-2.json")
+    files = filter_files(list(jobs.values()), app)
+    assert sorted(files) == [".fairbig/bids-filters/ses-1.json", ".fairbig/bids-filters/ses-2.json"]
+    assert json.loads(files[".fairbig/bids-filters/ses-2.json"])["t1w"] == {"session": "2"}
+    assert filter_files(list(jobs.values()), CMD) == {}
     assert cfgmod.validate(cfgmod.Config(command=app)) == [
         p for p in cfgmod.validate(cfgmod.Config(command="x")) if "command" not in p]
 
@@ -231,27 +236,31 @@ DESCRIPTIVE = ["CHANGES", "README", "dataset_description.json", "participants.js
                "participants.tsv"]
 
 
-def seen(ana: Path, job: str) -> set[str]:
-    """What the listing pipeline saw with content, from the job's log (git-tracked
-    ``.gitattributes`` files aside: they are no BIDS files)."""
+APP = ("sh code/bids_app.sh inputs/data {output_dir} participant --participant-label "
+       "{subject_label} --session-label {session_label} --bids-filter-file {bids_filter_file}")
+
+
+def seen(ana: Path, job: str, what: str = "seen") -> set[str]:
+    """What the BIDS-App-shaped pipeline saw with content (``seen``) or opened (``read``),
+    from the job's log (git-tracked ``.gitattributes`` files aside: no BIDS files)."""
     log = (ana / ".fairbig" / "work" / "logs" / f"{job}.log").read_text()
-    return {line.removeprefix("seen: ") for line in log.splitlines()
-            if line.startswith("seen: ") and not line.endswith(".gitattributes")}
+    return {line.removeprefix(f"{what}: ") for line in log.splitlines()
+            if line.startswith(f"{what}: ") and not line.endswith(".gitattributes")}
 
 
 @pytest.fixture(scope="module")
 def bids_run(tmp_path_factory, image, lab_key) -> dict:
-    """A BIDS dataset annexing every file, planned by session and run with a pipeline
-    that lists what it sees."""
+    """A BIDS dataset annexing every file, planned by session and run with a BIDS-App-
+    shaped pipeline (its session's filter file) that lists what it sees and reads."""
     base = tmp_path_factory.mktemp("bids")
     store = f"ria+file://{base}/input-store"
     gen.generate(base / "bids", store_url=store)
     ana = base / "analysis"
     fairbig("init", str(ana), "--input", f"{store}#~bids", "--container", str(image),
-            "--command", "sh code/list_inputs.sh {output_dir}", "--by", "session",
+            "--command", APP, "--by", "session",
             "--input-store", f"{base}/analysis-in", "--output-store", f"{base}/analysis-out",
             "--encrypt-to", lab_key,
-            "--code", str(REPO / "examples" / "bids-mini" / "code" / "list_inputs.sh"))
+            "--code", str(REPO / "examples" / "bids-mini" / "code" / "bids_app.sh"))
     plan = json.loads(fairbig("plan", "--json", cwd=ana).stdout)
     fairbig("submit", "-j", "2", cwd=ana)
     return {"ana": ana, "src": base / "bids", "plan": plan}
@@ -278,6 +287,19 @@ def test_every_inherited_file_is_present_in_the_job(bids_run):
     merged = json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"]
     assert merged == plan["new"]
     rerun = json.loads(fairbig("rerun", "sub-02_ses-1", "--json", cwd=ana).stdout)["jobs"][0]
+    assert rerun["ok"] and set(rerun["files"].values()) == {"identical"}, rerun
+
+
+@pytest.mark.slow
+def test_bids_app_reads_only_its_session_through_its_filter_file(bids_run):
+    ana = bids_run["ana"]
+    log = (ana / ".fairbig" / "work" / "logs" / "sub-01_ses-2.log").read_text()
+    assert 'filter: {"bold":{"session":"2"},"flair":{"session":"2"}' in log
+    assert seen(ana, "sub-01_ses-2", "read") == {
+        "sub-01/ses-2/sub-01_ses-2_scans.tsv",
+        "sub-01/ses-2/anat/sub-01_ses-2_acq-mprage_T1w.nii.gz",
+        "sub-01/ses-2/func/sub-01_ses-2_task-rest_bold.nii.gz"}
+    rerun = json.loads(fairbig("rerun", "sub-01_ses-2", "--json", cwd=ana).stdout)["jobs"][0]
     assert rerun["ok"] and set(rerun["files"].values()) == {"identical"}, rerun
 
 

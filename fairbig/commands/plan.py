@@ -26,6 +26,7 @@ from ..jobtable import (
     Job,
     diff,
     dropped_with_results,
+    filter_files,
     make_jobs,
     parse_tsv,
     read_layout,
@@ -228,7 +229,9 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     if req.dry_run:
         return out
     text = render_tsv(jobs)
-    plan_changed = not a.plan_file.exists() or a.plan_file.read_text() != text
+    filters = {a.root / p: t for p, t in filter_files(jobs, cfg.command).items()}
+    plan_changed = not a.plan_file.exists() or a.plan_file.read_text() != text or any(
+        not p.exists() or p.read_text() != t for p, t in filters.items())
     if plan_changed or out.input_updated or sel != kept:
         # a plan commit that cannot be published is one no job can clone: store first
         where = a.input_store.dataset_dir(a.dataset_id)
@@ -237,7 +240,7 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
                                "check stores.input in fairbig.yaml and that the store is "
                                "mounted; nothing was planned")
         commit_plan(a, text, sel if sel != kept else None,
-                    update if out.input_updated else None, len(jobs))
+                    update if out.input_updated else None, len(jobs), filters)
         out.committed = True
     publish(a)
     out.commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
@@ -272,21 +275,26 @@ def refuse_shrink(jobs: list[Job], lost: list[str], sel: Selection) -> None:
 
 
 def commit_plan(a: Analysis, text: str, sel: Selection | None, update: InputUpdate | None,
-                n_jobs: int) -> None:
-    """One commit of the plan, the selection that made it and the input dataset state it
-    was made from; on any failure every file, the input dataset and HEAD are put back."""
+                n_jobs: int, filters: dict[Path, str]) -> None:
+    """One commit of the plan, the selection that made it, the BIDS filter files its
+    commands name and the input dataset state it was made from; on any failure every
+    file, the input dataset and HEAD are put back."""
     import datalad.api as dapi
 
     config_file = a.root / cfgmod.CONFIG_NAME
-    files = {p: p.read_bytes() if p.exists() else None for p in (a.plan_file, config_file)}
+    files = {p: p.read_bytes() if p.exists() else None
+             for p in (a.plan_file, config_file, *filters)}
     head = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
-    paths = [a.plan_file] + ([config_file] if sel else []) + ([update.path] if update else [])
+    paths = [a.plan_file, *filters] + ([config_file] if sel else []) + (
+        [update.path] if update else [])
     message = f"fairbig: plan of {n_jobs} jobs" + (
         f" (input dataset updated to {update.target[:12]})" if update else "")
     try:
         if update:
             update.apply()
         write_atomic(a.plan_file, text)
+        for path, body in filters.items():
+            write_atomic(path, body)
         if sel:
             cfgmod.update_file(config_file, sel.updates())
         dl.call(dapi.save, dataset=str(a.root), path=[str(p) for p in paths], message=message)
