@@ -37,8 +37,9 @@ test: lint $(TEST_STAMP)
 # repetitions (every kill point, 24-64 jobs in contention, two submits at once on
 # SLURM), the example on each scheduler, scheduler failure paths, whole workflows
 # driven again through Snakemake, every command's -C audit
+LONG ?= long
 test-long: $(TEST_STAMP)
-	@$(PY) -m pytest -q $(XDIST) -m long $(PYTEST_ARGS)
+	@$(PY) -m pytest -q $(XDIST) -m "$(LONG)" $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	@$(PY) -m pytest -q $(XDIST) -m "not slurm and not htcondor and not slow" $(PYTEST_ARGS)
