@@ -252,6 +252,10 @@ def test_container_dataset_with_its_own_call_format(tmp_path_factory, ukb_input,
     present = subprocess.run(["git", "annex", "find", "images"], cwd=ana / "containers",
                              capture_output=True, text=True, check=True).stdout.split()
     assert present == ["images/bb/bb--1.0.tar"]
+    # This runner gives the container a fresh /tmp after binding $PWD: a clone under
+    # /tmp (a TMPDIR there) would be hidden, so the work dir is set as the README says.
+    cfgmod.update_file(ana / "fairbig.yaml", {"job.workdir": "/var/tmp"})
+    datalad("save", "-m", "job work dir outside /tmp", cwd=ana)
     jid = sorted(ukb_input["ids"])[0]  # one job shows the call format; more only cost time
     fairbig("plan", "--only", jid, cwd=ana)
     fairbig("submit", cwd=ana)

@@ -552,6 +552,7 @@ def submit_one(ana: Path, jid: str = "sub-08") -> list[str]:
 
 def test_bad_config_is_one_line_and_changes_nothing(kill_ana):
     ana = kill_ana
+    fairbig("plan", cwd=ana)  # status and merge judge the config only of a planned analysis
     before = as_it_was(ana)
     path = ana / "fairbig.yaml"
     good = path.read_text()

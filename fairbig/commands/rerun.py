@@ -70,7 +70,8 @@ def rerun_job(a: Analysis, job_id: str, keep: bool = False,
     import datalad.api as dapi
 
     commit = job_commit(a, job_id)
-    tmp = Path(tempfile.mkdtemp(prefix=f"fairbig-rerun-{job_id}-", dir=workdir or work_base()))
+    tmp = Path(tempfile.mkdtemp(prefix=f"fairbig-rerun-{job_id}-",
+                                dir=workdir or work_base(a.config.job.workdir)))
     clone = tmp / "ds"
     result = RerunResult(job_id, commit, clone=str(clone) if keep else "")
     try:
