@@ -134,6 +134,18 @@ def init_analysis(base: Path, ukb_input: dict, image: Path, lab_key: str,
     return target
 
 
+def planned_sleeping_analysis(base: Path, ukb_input: dict, image: Path, lab_key: str,
+                              configure, seconds: int = 300) -> Path:
+    """A planned analysis whose jobs sleep ``seconds`` before the pipeline, so they stay
+    queued or running while a test kills, resubmits or cancels; ``configure`` points it
+    at a scheduler."""
+    ana = init_analysis(base, ukb_input, image, lab_key,
+                        command=f"sh -c 'sleep {seconds}; " + UKB_COMMAND + "'")
+    configure(ana)
+    fairbig("plan", cwd=ana)
+    return ana
+
+
 STATUS_PROBLEMS_EXIT = 3  # fairbig status: some job is failed or lost
 
 

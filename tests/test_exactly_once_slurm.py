@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, status, wait_idle
+from .conftest import BIN, fairbig, init_analysis, planned_sleeping_analysis, status, wait_idle
 from .test_exactly_once import attempts
 from .test_slurm_backend import configure, slurm  # noqa: F401 (the cluster fixture)
 
@@ -87,10 +87,7 @@ def test_submit_killed_at_every_point_forgets_nothing(slurm, tmp_path,  # noqa: 
                                                       ukb_input, image, lab_key):
     from .slurm_cluster import ensure_slurm
 
-    ana = init_analysis(tmp_path, ukb_input, image, lab_key,
-                        command="sh -c 'sleep 300; " + UKB_COMMAND + "'")
-    configure(ana)
-    fairbig("plan", cwd=ana)
+    ana = planned_sleeping_analysis(tmp_path, ukb_input, image, lab_key, configure)
     wrap = tmp_path / "wrap"
     wrap.mkdir()
     (wrap / "sbatch").write_text(SBATCH)

@@ -11,7 +11,16 @@ import pytest
 
 from fairbig import config as cfgmod
 
-from .conftest import BIN, UKB_COMMAND, fairbig, init_analysis, max_overlap, status, wait_idle
+from .conftest import (
+    BIN,
+    UKB_COMMAND,
+    fairbig,
+    init_analysis,
+    max_overlap,
+    planned_sleeping_analysis,
+    status,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.slow]
 
@@ -118,10 +127,7 @@ def test_submit_killed_before_or_after_the_schedd_forgets_nothing(pool, tmp_path
     second submit queues all. Killed after (before fairbig recorded the DAG): status
     finds it by its token and shows every job queued, a second submit queues nothing
     twice, cancel reaches them all."""
-    ana = init_analysis(tmp_path, ukb_input, image, lab_key,
-                        command="sh -c 'sleep 300; " + UKB_COMMAND + "'")
-    configure(ana)
-    fairbig("plan", cwd=ana)
+    ana = planned_sleeping_analysis(tmp_path, ukb_input, image, lab_key, configure)
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(KILLER)
