@@ -24,6 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .backends import NAMES as BACKEND_NAMES
+from .contract import WORKDIR_FALLBACK
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
 from .jobtable import PLACEHOLDERS
@@ -85,7 +86,8 @@ class InputsConfig:
 @dataclass
 class JobConfig:
     workdir: str = setting("", "Node-local directory for the ephemeral clones"
-                           " (\"\" = $TMPDIR, else /var/tmp: not /tmp, which containers replace).")
+                           f" (\"\" = $TMPDIR, else {WORKDIR_FALLBACK}: not /tmp, which"
+                           " containers replace).")
     env_setup: list[str] = setting([], "Shell lines run first in every job, e.g."
                                    " \"module load datalad\".")
     push_lock_timeout: int = setting(3600, "Seconds a job waits for the output store's push"
@@ -286,7 +288,8 @@ def validate(cfg: Config) -> list[str]:
     wd = cfg.job.workdir
     if wd and (not wd.startswith("/") or not wd.isprintable()):
         p.append(f"job.workdir {wd!r} must be an absolute path on one line (or \"\" for"
-                 " $TMPDIR); it is used as written, variables are not expanded")
+                 f" $TMPDIR, else {WORKDIR_FALLBACK}); it is used as written, variables are"
+                 " not expanded")
     if cfg.job.push_lock_timeout < 1:
         p.append(f"job.push_lock_timeout {cfg.job.push_lock_timeout} must be 1 second or more")
     p += _runtime_problems(cfg.runtime)
