@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import FairbigError
 from .proc import run
@@ -13,6 +15,8 @@ class KeyInfo:
     fingerprint: str
     uid: str
     has_secret: bool
+    #: why the secret key cannot be used although it may be there (gpg-agent cannot start)
+    no_agent: str | None = None
 
 
 def key_info(keyid: str) -> KeyInfo:
@@ -29,7 +33,9 @@ def key_info(keyid: str) -> KeyInfo:
         elif f[0] == "uid" and not uid:
             uid = f[9]
     sec = run(["gpg", "--batch", "--with-colons", "--list-secret-keys", fpr], check=False)
-    return KeyInfo(fpr, uid, sec.returncode == 0)
+    # listing secret keys asks gpg-agent: one that cannot start must not read as "no key"
+    return KeyInfo(fpr, uid, sec.returncode == 0,
+                   None if sec.returncode == 0 else agent_socket_problem())
 
 
 def export_public(fingerprints: list[str]) -> str:
@@ -46,6 +52,30 @@ def check_encrypt(fingerprint: str) -> None:
                            "use a key with an encryption subkey that has not expired")
 
 
+# A Unix socket's path holds at most 107 bytes (sun_path is 108 with its NUL). gpg-agent
+# puts its sockets into GNUPGHOME when there is no /run/user/UID (compute nodes, containers,
+# su shells), and the longest of them is this one.
+SOCKET_PATH_MAX = 107
+LONGEST_SOCKET = "S.gpg-agent.browser"
+
+
+def agent_socket_problem() -> str | None:
+    """Why gpg-agent cannot start here, if it is the length of its socket path: every
+    secret-key use (decrypting a result) then fails with gpg's bare "exit status 2"."""
+    res = run(["gpgconf", "--list-dirs", "socketdir"], check=False)
+    if res.returncode != 0 or not res.stdout.strip():
+        return None
+    longest = Path(res.stdout.strip()) / LONGEST_SOCKET
+    if len(str(longest).encode()) <= SOCKET_PATH_MAX:
+        return None
+    return (f"gpg-agent cannot start: its socket {longest} is {len(str(longest).encode())} "
+            f"bytes, over the {SOCKET_PATH_MAX} a Unix socket path may have")
+
+
+SHORTER_HOME_HINT = ("give GNUPGHOME a short path, e.g. ln -s \"$GNUPGHOME\" /tmp/gnupg-$USER "
+                     "&& export GNUPGHOME=/tmp/gnupg-$USER")
+
+
 def check_roundtrip(fingerprint: str) -> None:
     """Encrypt and decrypt a probe: proves the secret key is usable (no passphrase prompt)."""
     enc = run(["gpg", "--batch", "--trust-model", "always", "--armor", "--encrypt", "-r",
@@ -53,5 +83,32 @@ def check_roundtrip(fingerprint: str) -> None:
     dec = run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
                "--decrypt"], input=enc.stdout, check=False)
     if enc.returncode != 0 or dec.stdout != "probe":
+        socket = agent_socket_problem()
+        if socket:
+            raise FairbigError(f"the secret key of {fingerprint} cannot decrypt here: {socket}",
+                               SHORTER_HOME_HINT)
         raise FairbigError(f"the secret key of {fingerprint} cannot decrypt here",
                            "unlock it in gpg-agent or read results on a machine that has it")
+
+
+def require_secret_key(keys: list[str]) -> str:
+    """The lab key that decrypts here, or one line saying why none does: without it every
+    stored object would fail to decrypt and look damaged."""
+    no_agent = None
+    for keyid in keys:
+        try:
+            info = key_info(keyid)
+        except FairbigError:
+            continue
+        if info.has_secret:
+            check_roundtrip(info.fingerprint)
+            return info.fingerprint
+        no_agent = no_agent or info.no_agent
+    if no_agent:
+        raise FairbigError(f"stored results cannot be decrypted here: {no_agent}",
+                           SHORTER_HOME_HINT)
+    home = os.environ.get("GNUPGHOME", "~/.gnupg")
+    raise FairbigError(f"no secret key of the lab key(s) {', '.join(k[-16:] for k in keys)} "
+                       f"in your keyring ({home}): stored results cannot be decrypted here",
+                       "import the lab's secret key ('gpg --import') or set GNUPGHOME to "
+                       "the keyring holding it")

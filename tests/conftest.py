@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,22 @@ def load_generator(example: str = "ukb-mini"):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+# gpg-agent's sockets live in GNUPGHOME where there is no /run/user/UID (here, and on
+# compute nodes), and a socket path may have 107 bytes: a key home under a deep TMPDIR
+# (pytest's tmp_path) leaves gpg unable to decrypt. Key homes live under /tmp instead.
+_GPG_ROOT: Path | None = None
+
+
+def gnupg_home(name: str) -> Path:
+    """A new, empty GnuPG home (0700) with a short path; removed at the session's end."""
+    global _GPG_ROOT
+    if _GPG_ROOT is None:
+        _GPG_ROOT = Path(tempfile.mkdtemp(prefix="fbg-gpg-", dir="/tmp"))
+    home = Path(tempfile.mkdtemp(prefix=f"{name[:12]}-", dir=_GPG_ROOT))
+    home.chmod(0o700)
+    return home
 
 
 def make_key(home: Path, name: str = "fairbig test lab") -> str:
@@ -57,15 +74,18 @@ def no_gpg_agent_left(tmp_path_factory):
     """gpg and git-annex start an agent per GNUPGHOME; stop the tests' agents at the end
     (they would outlive the session, one daemon per key home)."""
     yield
-    for ring in tmp_path_factory.getbasetemp().rglob("pubring.kbx"):
+    roots = [tmp_path_factory.getbasetemp()] + ([_GPG_ROOT] if _GPG_ROOT else [])
+    for ring in (r for root in roots for r in root.rglob("pubring.kbx")):
         subprocess.run(["gpgconf", "--homedir", str(ring.parent), "--kill", "all"],
                        check=False, capture_output=True)
+    if _GPG_ROOT:
+        shutil.rmtree(_GPG_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def lab_key(tmp_path_factory) -> str:
     """A passphrase-less lab key in a session GNUPGHOME (set for the whole session)."""
-    home = tmp_path_factory.mktemp("gnupg")
+    home = gnupg_home("lab")
     fpr = make_key(home)
     os.environ["GNUPGHOME"] = str(home)
     return fpr

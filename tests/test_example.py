@@ -81,10 +81,20 @@ def assert_complete(workdir: Path, proc: subprocess.CompletedProcess, subjects: 
 @pytest.mark.slow
 def test_example_on_a_cold_machine(tmp_path: Path):
     """``make demo`` as CI's fresh machine runs it: exit 0 with an empty container cache
-    (today's failure: racing first unpacks deleted each other, issue 14 §1)."""
+    (today's failure: racing first unpacks deleted each other, issue 14 §1), in a work dir
+    deep enough that gpg-agent's socket would not fit its 107 bytes inside it."""
     env = cold_env(tmp_path)
-    proc = run_example(tmp_path / "demo", env, "--subjects", "4")
-    assert_complete(tmp_path / "demo", proc, 4, env)
+    workdir = tmp_path / "projects-of-a-lab-with-long-names" / ("x" * 40) / "demo"
+    assert len(str(workdir / "gnupg-demo" / "S.gpg-agent.browser")) > 107
+    proc = run_example(workdir, env, "--subjects", "4")
+    assert_complete(workdir, proc, 4, env)
+    home = Path(next(ln.split()[3] for ln in proc.stdout.splitlines()
+                     if ln.startswith("demo GnuPG home:")))
+    if not Path(f"/run/user/{os.getuid()}").is_dir():
+        assert home.is_symlink() and home.resolve() == (workdir / "gnupg-demo").resolve()
+    subprocess.run(["gpgconf", "--kill", "all"], env={**env, "GNUPGHOME": str(home)})
+    if home.is_symlink():
+        home.unlink()
     cache = Path(env["TMPDIR"]) / f"fairbig-containers-{os.getuid()}"
     images = [p.name for p in cache.iterdir() if not p.name.startswith((".lock.", ".count."))]
     assert len(images) == 1 and not images[0].startswith("."), images  # no leftovers

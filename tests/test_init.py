@@ -12,7 +12,7 @@ import pytest
 
 from fairbig import config as cfgmod
 
-from .conftest import fairbig, init_analysis, make_key
+from .conftest import fairbig, gnupg_home, init_analysis, make_key
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,7 @@ def test_encryption_at_rest(analysis: Path, tmp_path: Path, lab_key: str):
     """A writer with only the public key stores; only the secret key reads."""
     cfg = cfgmod.load(analysis / "fairbig.yaml")
     marker = "FAIRBIG-PLAINTEXT-MARKER-7f3a9c"
-    pub_home = tmp_path / "pubonly"
-    pub_home.mkdir(mode=0o700)
+    pub_home = gnupg_home("pubonly")
     env = {"GNUPGHOME": str(pub_home)}
     sh("gpg", "--batch", "--import", str(analysis / ".fairbig" / "lab-pubkey.asc"), env=env)
     writer = tmp_path / "writer"
@@ -156,11 +155,10 @@ def test_bad_input_refused_and_nothing_left(case: str, tmp_path: Path, ukb_input
 
 def test_second_key_encrypts_too(tmp_path: Path, ukb_input: dict, image: Path, lab_key: str):
     """Several lab keys: all are recorded; the set-up is usable."""
-    other = make_key(tmp_path / "other-home", "second lab member")
-    sh("gpg", "--batch", "--import", env={"GNUPGHOME": str(tmp_path / "other-home")},
-       check=False)
+    home = gnupg_home("other-home")
+    other = make_key(home, "second lab member")
     exported = sh("gpg", "--batch", "--armor", "--export", other,
-                  env={"GNUPGHOME": str(tmp_path / "other-home")}).stdout
+                  env={"GNUPGHOME": str(home)}).stdout
     subprocess.run(["gpg", "--batch", "--import"], input=exported, text=True, check=True,
                    capture_output=True)
     base = tmp_path / "two"

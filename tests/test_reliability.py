@@ -25,7 +25,7 @@ import pytest
 
 from fairbig import config as cfgmod
 
-from .conftest import BIN, fairbig, status
+from .conftest import BIN, fairbig, gnupg_home, make_key, status
 
 pytestmark = pytest.mark.slow
 
@@ -394,8 +394,7 @@ def test_encryption_at_rest_marker_nowhere_in_store(contention, tmp_path, lab_ke
     assert key.startswith(f"MD5E-s{len(plain)}--{hashlib.md5(plain).hexdigest()}")
     # without the lab's secret key: no content, and the reason is given
     url = f"ria+file://{root}#{dataset_id(ana)}"
-    nokey = tmp_path / "nokey"
-    nokey.mkdir(mode=0o700)
+    nokey = gnupg_home("nokey")
     clone = tmp_path / "clone"
     sh(BIN / "datalad", "clone", url, clone)
     env = {"GNUPGHOME": str(nokey)}
@@ -627,10 +626,9 @@ def test_wrong_or_missing_key(kill_ana, bids_input, image, lab_key, tmp_path):
     base.mkdir()
     for fpr, home, words in (
             ("0123456789ABCDEF0123456789ABCDEF01234567", None, ["not in your keyring"]),
-            (None, tmp_path / "signonly", ["cannot encrypt"])):
+            (None, gnupg_home("signonly"), ["cannot encrypt"])):
         env = {}
         if home is not None:
-            home.mkdir(mode=0o700)
             env["GNUPGHOME"] = str(home)
             sh("gpg", "--batch", "--passphrase", "", "--quick-gen-key", "sign only <s@x.org>",
                "ed25519", "sign", "never", env=env)
@@ -645,8 +643,7 @@ def test_wrong_or_missing_key(kill_ana, bids_input, image, lab_key, tmp_path):
         assert all(w in line for w in words), line
         assert sorted(p.name for p in base.iterdir()) == []
     # no key here: check says so, with the fix
-    empty = tmp_path / "empty-gnupg"
-    empty.mkdir(mode=0o700)
+    empty = gnupg_home("empty")
     proc = fairbig("check", cwd=ana, check=False, env={"GNUPGHOME": str(empty)})
     assert proc.returncode != 0
     bad = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAIL")]
@@ -654,8 +651,7 @@ def test_wrong_or_missing_key(kill_ana, bids_input, image, lab_key, tmp_path):
     # a config that names another key than the one the store encrypts to is refused
     submit = submit_one(ana)
     before = as_it_was(ana)
-    other = tmp_path / "other"
-    from .conftest import make_key
+    other = gnupg_home("other")
     other_fpr = make_key(other, "another lab")
     exported = sh("gpg", "--batch", "--armor", "--export", other_fpr,
                   env={"GNUPGHOME": str(other)}).stdout

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, fairbig, init_analysis
+from .conftest import BIN, fairbig, gnupg_home, init_analysis
 from .test_reliability import (
     git,
     merge_at_state,
@@ -187,8 +187,7 @@ def test_verify_names_a_flipped_byte_and_the_repair_restores_a_verified_result(r
     gone = f"results/{lost}/summary.json"
     stored_object(ana, gone).unlink()
     # the lab key first: absent, one line, at once (not one failure per file)
-    nokey = tmp_path / "nokey"
-    nokey.mkdir(mode=0o700)
+    nokey = gnupg_home("nokey")
     t0 = time.monotonic()
     line = one_error_line(fairbig("verify", cwd=ana, check=False,
                                   env={"GNUPGHOME": str(nokey)}))

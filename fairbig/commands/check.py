@@ -128,8 +128,10 @@ def _keys(a: Analysis) -> str:
         if info.has_secret:
             gpg.check_roundtrip(info.fingerprint)
         notes.append(f"{info.fingerprint[-16:]} encrypts"
-                     + (", decrypts" if info.has_secret else " (no secret key here: results"
-                        " cannot be read on this machine)"))
+                     + (", decrypts" if info.has_secret else
+                        f" (results cannot be read on this machine: {info.no_agent})"
+                        if info.no_agent else
+                        " (no secret key here: results cannot be read on this machine)"))
     return "; ".join(notes)
 
 

@@ -21,6 +21,7 @@ from ..contract import JOB_REF_PREFIX, OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gitcmd import SYMLINK, git, ls_tree
+from ..gpg import require_secret_key
 from ..ids import job_id_problem, path_problem
 from ..proc import run
 from ..storeview import read_finished
@@ -35,15 +36,6 @@ def result_ref(a: Analysis, job: str) -> str:
         return f"refs/heads/{a.default_branch}"
     raise FairbigError(f"job {job} has no result in the output store",
                        "run it first ('fairbig submit' or the Snakemake workflow)")
-
-
-def _check_secret_key(a: Analysis) -> None:
-    have = run(["gpg", "--batch", "--with-colons", "--list-secret-keys"], check=False).stdout
-    fprs = {line.split(":")[9].upper() for line in have.splitlines()
-            if line.startswith("fpr:")}
-    if not any(any(f.endswith(k.upper()) for f in fprs) for k in a.config.encryption.keys):
-        raise FairbigError("no secret key of the lab is in your keyring: results cannot be "
-                           "decrypted here", "import the lab's secret key or set GNUPGHOME")
 
 
 def _reader(a: Analysis) -> Path:
@@ -80,7 +72,7 @@ def fetch(a: Analysis, job: str, path: str, dest: Path) -> Path:
         if mode != SYMLINK:   # kept in git: plain text, never encrypted
             Path(tmp).write_bytes(git(a.output_git, "cat-file", "blob", sha, text=False).stdout)
         else:
-            _check_secret_key(a)
+            require_secret_key(a.config.encryption.keys)
             key = os.path.basename(git(a.output_git, "cat-file", "blob", sha).stdout.strip())
             reader = _reader(a)
             # A job pushes its content, then only its branch: the store's location log

@@ -36,7 +36,7 @@ from ..contract import OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
 from ..gitcmd import ls_tree
-from ..gpg import check_roundtrip, key_info
+from ..gpg import require_secret_key
 from ..proc import run
 from ..storeview import read_finished
 from ..sync import OUTPUT
@@ -84,25 +84,6 @@ class VerifyReport:
     def to_json(self) -> dict:
         return {"ok": self.ok, "jobs": self.jobs, "files": self.files,
                 "problems": [asdict(p) for p in self.problems], "seconds": self.seconds}
-
-
-def require_secret_key(a: Analysis) -> str:
-    """The lab key that decrypts here, or one line saying it is not: without it every
-    object would fail to decrypt and look damaged."""
-    keys = a.config.encryption.keys
-    for keyid in keys:
-        try:
-            info = key_info(keyid)
-        except FairbigError:
-            continue
-        if info.has_secret:
-            check_roundtrip(info.fingerprint)
-            return info.fingerprint
-    home = os.environ.get("GNUPGHOME", "~/.gnupg")
-    raise FairbigError(f"no secret key of the lab key(s) {', '.join(k[-16:] for k in keys)} "
-                       f"in your keyring ({home}): stored results cannot be decrypted here",
-                       "import the lab's secret key ('gpg --import') or set GNUPGHOME to "
-                       "the keyring holding it")
 
 
 def with_results(a: Analysis) -> list[str]:
@@ -236,7 +217,7 @@ def _last_line(text: str) -> str:
 
 def verify(a: Analysis, job_ids: Sequence[str]) -> VerifyReport:
     clock = time.monotonic()
-    require_secret_key(a)
+    require_secret_key(a.config.encryption.keys)
     files = stored_files(a, job_ids)
     ui.step(f"verify: {len(files)} file(s) of {len(job_ids)} job(s)")
     rep = VerifyReport(list(job_ids), len(files), check(a, files))
