@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""The whole ``fairbig merge`` at UK Biobank scale (target ≤ 60 s, ≤ 1 GiB).
+"""``fairbig merge`` at UK Biobank scale: the first full merge and a merge as results arrive.
 
 A real analysis (fairbig init, encrypted output store, one real job), then a
 plan of N jobs and N synthetic job branches written into the output store
 with one ``git fast-import`` stream (three files each, one an annex symlink
 to content that really is in the encrypted storage). Times ``fairbig merge``
-as a user runs it, and separately the availability check for N distinct
-keys (the synthetic branches share one key, which the merge checks once).
-Usage: ``python benchmarks/bench_merge_full.py [--jobs N] [--json]``
+as a user runs it twice: the first merge of all N branches (target ≤ 20 s
+at 42,767), then, with main holding them, a merge of ``--new`` more branches
+whose objects arrive loose, as small job pushes leave them (target ≤ 3 s for
+1,000). ``--baseline-venv`` runs both merges first with another fairbig
+(e.g. main's) on a snapshot of the same analysis and store, restored before
+this tree's run, and reports each figure as a ratio to it. Separately: the
+availability check for N distinct keys (the synthetic branches share one
+key, which the merge checks once).
+Usage: ``python benchmarks/bench_merge_full.py [--jobs N] [--new M]
+[--baseline-venv DIR] [--json]``
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import subprocess
 import tempfile
 import time
@@ -77,11 +85,14 @@ def subject_only(job_id: str, state: str) -> str:
 
 
 def synthesize(ana: Path, store: Path, target: str, n: int,
-               message: Callable[[str, str], str] = subject_only) -> list[str]:
-    """N planned jobs and their branches; ``message(job, input state)`` gives each
-    commit message (the subject line is what fairbig reads back)."""
+               message: Callable[[str, str], str] = subject_only, first: int = 2_000_000,
+               loose: bool = False) -> list[str]:
+    """N planned jobs (IDs from ``first`` on) and their branches; ``message(job, input
+    state)`` gives each commit message (the subject line is what fairbig reads back).
+    ``loose``: the objects are unpacked, as a store's ``receive.unpackLimit`` leaves
+    the small pushes of real jobs."""
     plan = (ana / ".fairbig" / "plan.tsv").read_text().splitlines()
-    ids = [str(2_000_000 + i) for i in range(n)]
+    ids = [str(first + i) for i in range(n)]
     rows = [f"{j}\t{j}\t\t{hashlib.sha1(j.encode()).hexdigest()}\tinputs/data/{j}\t"
             f"results/{j}\tsh code/process_subject.sh inputs/data/{j} results/{j}" for j in ids]
     (ana / ".fairbig" / "plan.tsv").write_text("\n".join(plan + rows) + "\n")
@@ -97,42 +108,75 @@ def synthesize(ana: Path, store: Path, target: str, n: int,
                       f"M 100644 inline results/{j}/a.txt\ndata 2\n{j[-1]}\n\n"
                       f"M 100644 inline results/{j}/b.txt\ndata 3\nb{j[-1]}\n\n"
                       f"M 120000 inline results/{j}/k.txt\ndata {len(rel)}\n{rel}\n")
+    packs = set((store / "objects" / "pack").glob("*.pack"))
     sh("git", f"--git-dir={store}", "fast-import", "--quiet", input="".join(stream).encode())
+    if loose:
+        for pack in set((store / "objects" / "pack").glob("*.pack")) - packs:
+            data = pack.read_bytes()
+            for f in pack.parent.glob(pack.stem + ".*"):
+                f.unlink()
+            sh("git", f"--git-dir={store}", "unpack-objects", "-q", input=data)
     return ids
+
+
+def merge_twice(fairbig: Path, ana: Path, store: Path, target: str, jobs: int,
+                new: int) -> dict:
+    """The first merge of ``jobs`` branches, then of ``new`` more arriving loose."""
+    figures = {}
+    for case, n, first, loose in (("full", jobs, 2_000_000, False),
+                                  ("incremental", new, 2_000_000 + jobs, True)):
+        synthesize(ana, store, target, n, first=first, loose=loose)
+        t0 = time.perf_counter()
+        out = json.loads(sh(str(fairbig), "merge", "--json", cwd=ana))
+        figures[case] = {"jobs": len(out["merged"]), "s": round(time.perf_counter() - t0, 2),
+                         "phases_s": out["seconds"]}
+    return figures
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=42_767)
+    ap.add_argument("--new", type=int, default=1_000)
+    ap.add_argument("--baseline-venv", type=Path,
+                    help="another fairbig's virtualenv to measure first, e.g. main's .venv")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         ana, store, target = setup(base)
-        ids = synthesize(ana, store, target, args.jobs)
+        result: dict = {"jobs": args.jobs, "new": args.new}
+        if args.baseline_venv:
+            snap = base / "snapshot"
+            for d in (ana, base / "out"):
+                shutil.copytree(d, snap / d.name, symlinks=True)
+            result["baseline"] = merge_twice(args.baseline_venv / "bin" / "fairbig", ana,
+                                             store, target, args.jobs, args.new)
+            for d in (ana, base / "out"):
+                shutil.rmtree(d)
+                (snap / d.name).rename(d)
         clone_before = timed("git", "clone", "-q", "--no-local", "--no-checkout", str(store),
                              str(base / "c1"))
-        t0 = time.perf_counter()
-        out = json.loads(sh(str(BIN / "fairbig"), "merge", "--json", cwd=ana))
-        merge_s = round(time.perf_counter() - t0, 2)
+        result.update(merge_twice(BIN / "fairbig", ana, store, target, args.jobs, args.new))
+        for case in ("full", "incremental"):
+            if "baseline" in result:
+                result[case]["ratio_to_baseline"] = round(
+                    result[case]["s"] / result["baseline"][case]["s"], 3)
         keys = "".join(f"MD5E-s1--{i:032x}\n" for i in range(args.jobs)).encode()
         t0 = time.perf_counter()
         subprocess.run(["git", "annex", "checkpresentkey", "--batch", "output-storage"],
                        cwd=ana, input=keys, capture_output=True, check=True)
-        check_s = round(time.perf_counter() - t0, 2)
-        result = {
-            "jobs": args.jobs, "merged": len(out["merged"]), "merge_s": merge_s,
-            "phases_s": out["seconds"], "distinct_key_check_s": check_s,
+        result["distinct_key_check_s"] = round(time.perf_counter() - t0, 2)
+        result.update({
             "peak_child_rss_mib": round(
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
             "log_1_s": timed("git", f"--git-dir={store}", "log", "-1", "HEAD"),
             "log_path_s": timed("git", f"--git-dir={store}", "log", "--oneline", "HEAD", "--",
-                                f"results/{ids[len(ids) // 2]}"),
+                                f"results/{2_000_000 + args.jobs // 2}"),
             "clone_before_s": clone_before,
             "clone_after_s": timed("git", "clone", "-q", "--no-local", "--no-checkout",
                                    str(store), str(base / "c2")),
-        }
+        })
     print(json.dumps(result, indent=2) if args.json else
           "\n".join(f"{k:>20}: {v}" for k, v in result.items()))
     return 0
