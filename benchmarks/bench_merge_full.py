@@ -27,6 +27,7 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -130,6 +131,7 @@ def merge_twice(fairbig: Path, ana: Path, store: Path, target: str, jobs: int,
         out = json.loads(sh(str(fairbig), "merge", "--json", cwd=ana))
         figures[case] = {"jobs": len(out["merged"]), "s": round(time.perf_counter() - t0, 2),
                          "phases_s": out["seconds"]}
+        print(fairbig, case, json.dumps(figures[case]), file=sys.stderr, flush=True)
     return figures
 
 
