@@ -7,6 +7,7 @@ producing a script that does something else.
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -40,6 +41,18 @@ class JobContext:
     container_env: tuple[tuple[str, str], ...] = ()
     run_id: str = ""  # the submission's run directory name, marks each attempt's log
     header: str = ""
+    annex_bindir: str = ""  # the git-annex binary's own directory (annex_bindir()), or ""
+
+
+def annex_bindir() -> str:
+    """The directory of the git-annex binary the ``git-annex`` Python package ships, or
+    "" without it. The venv's ``bin/git-annex`` is a Python script that execs this binary:
+    about 21 ms of CPU per call, some 70 calls per job; the job body puts the binary's
+    own directory first on PATH (found without importing the package)."""
+    spec = importlib.util.find_spec("git_annex")
+    if spec is None or not spec.origin:
+        return ""
+    return str(Path(spec.origin).parent)
 
 
 @cache

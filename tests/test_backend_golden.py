@@ -82,7 +82,8 @@ def test_job_body_golden():
         container="code/containers/pipeline", workdir="/scratch/$USER",
         bindir="/opt/fairbig/.venv/bin", main_branch="main", push_lock_timeout=3600,
         env_setup=("module load apptainer", "export TMPDIR=/scratch/tmp"),
-        run_id=RUN_DIR.name, header="#SBATCH --time=01:00:00\n")
+        run_id=RUN_DIR.name, header="#SBATCH --time=01:00:00\n",
+        annex_bindir="/opt/fairbig/.venv/lib/python3.11/site-packages/git_annex")
     check_golden("job.sh", job_body(ctx))
 
 

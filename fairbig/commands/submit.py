@@ -30,7 +30,7 @@ from ..jobstate import (
     take_claim,
 )
 from ..proc import run
-from ..render import JobContext, job_body
+from ..render import JobContext, annex_bindir, job_body
 from ..sandbox import check_binds, wrapper_env
 from ..states import StatusReport
 from .plan import current_jobs, publish
@@ -115,7 +115,7 @@ def job_context(a: Analysis, header: str = "", commit: str = "",
         bindir=str(Path(sys.executable).parent), main_branch=a.default_branch,
         push_lock_timeout=cfg.job.push_lock_timeout, run_id=run_id,
         env_setup=tuple(cfg.job.env_setup), header=header,
-        container_env=tuple(wrapper_env(cfg.runtime).items()))
+        container_env=tuple(wrapper_env(cfg.runtime).items()), annex_bindir=annex_bindir())
 
 
 @dataclass
