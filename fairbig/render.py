@@ -23,6 +23,7 @@ from .resources import templates_dir
 @dataclass(frozen=True)
 class JobContext:
     input_url: str
+    input_git: str            # the repository input_url names, which the job clones with git
     output_url: str
     storage: str
     lock_file: str

@@ -75,6 +75,7 @@ SLURM_JOBS = [j for b in SLURM_BATCHES for j in b.job_ids]
 def test_job_body_golden():
     ctx = JobContext(
         input_url="ria+file:///data/input-store#9e1bd1c2-1111-2222-3333-444455556666",
+        input_git="/data/input-store/9e1/bd1c2-1111-2222-3333-444455556666",
         output_url="/data/output-store/9e1/bd1c2-1111-2222-3333-444455556666",
         storage="output-storage", lock_file="/data/output-store/.fairbig-push.lock",
         state_dir=str(WORK / "state"), log_dir=str(WORK / "logs"),

@@ -25,7 +25,8 @@ IDS = ["1234567", "sub-01", "sub-01_ses-2", "a", "a" * 128, "a" * 129, "a.b", "l
 def body(tmp_path: Path, log_dir: str = "/dev/null/not-a-dir") -> Path:
     """The job body as submit renders it; its log directory cannot be made, so a job
     that passes the ID check stops right there (exit 1) and touches nothing."""
-    ctx = JobContext(input_url="/nowhere", output_url="/nowhere", storage="s",
+    ctx = JobContext(input_url="/nowhere", input_git="/nowhere", output_url="/nowhere",
+                     storage="s",
                      lock_file="/nowhere/lock", state_dir=str(tmp_path / "state"),
                      log_dir=log_dir, plan_commit="0" * 40, results="results",
                      container="c", workdir="", bindir="/nonexistent", main_branch="main",

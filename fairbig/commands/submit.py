@@ -107,7 +107,8 @@ def job_context(a: Analysis, header: str = "", commit: str = "",
     cfg = a.config
     commit = commit or run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
     return JobContext(
-        input_url=a.input_store.clone_url(a.dataset_id), output_url=str(a.output_git),
+        input_url=a.input_store.clone_url(a.dataset_id),
+        input_git=str(a.input_store.dataset_dir(a.dataset_id)), output_url=str(a.output_git),
         storage=OUTPUT_STORAGE, lock_file=str(a.output_store.lock_file),
         state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
         results=cfg.results, container=cfg.container,

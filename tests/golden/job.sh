@@ -7,6 +7,7 @@ set -euo pipefail
 umask 022
 # -- constants of this submission (quoted when rendered) ------------------------
 input_url='ria+file:///data/input-store#9e1bd1c2-1111-2222-3333-444455556666'
+input_git=/data/input-store/9e1/bd1c2-1111-2222-3333-444455556666
 output_url=/data/output-store/9e1/bd1c2-1111-2222-3333-444455556666
 storage=output-storage
 lock_file=/data/output-store/.fairbig-push.lock
@@ -140,8 +141,15 @@ mkdir -p "${workdir_base:-${TMPDIR:-$workdir_fallback}}"
 workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-$workdir_fallback}}/$workdir_prefix$job_id.XXXXXX")
 state running
 export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
-measure datalad clone "$input_url" "$workdir/ds" --no-checkout
+# What `datalad clone --no-checkout` of the store's URL does, without a datalad process
+# (about 1.3 CPU-s per job): git's clone; origin, the store's bare repository, is no
+# annex; subdatasets come from the same store; git-annex enables the remotes marked
+# autoenable, as datalad's annex init does.
+measure git clone -q --no-checkout "$input_git" "$workdir/ds"
 cd "$workdir/ds"
+git config remote.origin.annex-ignore true
+git config datalad.get.subdataset-source-candidate-200origin "${input_url%%#*}#{id}"
+measure git annex init -q
 
 # -- 2. own branch, output store, encryption key -----------------------------------
 begin checkout
