@@ -8,6 +8,8 @@ The job body (templates/job.sh.j2) calls these with the venv's python:
   through a symlink, before anything is deleted;
 - ``push``: push the job branch under the store's push lock, only if no
   newer result is there (otherwise the attempt is *superseded*);
+- ``install``: install the datasets the job reads with git and get their content
+  (:mod:`fairbig.jobinstall`), instead of a datalad process;
 - ``measure``: run a step's command and append what it used to the job's usage
   file (:mod:`fairbig.usage`), which ``record`` folds into the record.
 
@@ -274,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                  "main"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--timeout", type=float, required=True)
+    i = sub.add_parser("install", help="install the datasets of PATHS with git, get them")
+    i.add_argument("--store", action="append", required=True,
+                   help="a store the job may install from and enable (repeatable)")
+    i.add_argument("--annex-version", default="",
+                   help="the pinned git-annex version whose init this may write for")
+    i.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     if args.command == "record":
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(JobRecord)}
@@ -289,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
             if problem:
                 print(f"fairbig job: {problem}", file=sys.stderr)
                 return 2
+        return 0
+    if args.command == "install":
+        from .jobinstall import install  # git layer and stores: only this step needs them
+        for ds in install(Path.cwd(), args.store, args.annex_version, args.paths):
+            print(f"fairbig job: {ds} is in no store of the job's; installed by datalad",
+                  file=sys.stderr)
         return 0
     return push(args)
 

@@ -7,6 +7,7 @@ producing a script that does something else.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import shlex
 from dataclasses import asdict, dataclass
@@ -43,6 +44,10 @@ class JobContext:
     run_id: str = ""  # the submission's run directory name, marks each attempt's log
     header: str = ""
     annex_bindir: str = ""  # the git-annex binary's own directory (annex_bindir()), or ""
+    # the stores a job may install datasets from and enable special remotes of
+    stores: tuple[str, ...] = ()
+    annex_version: str = ""    # the pinned git-annex (jobinstall writes its init's keys)
+    container_image: str = ""  # the container's image, relative to the analysis dataset
 
 
 def annex_bindir() -> str:
@@ -54,6 +59,15 @@ def annex_bindir() -> str:
     if spec is None or not spec.origin:
         return ""
     return str(Path(spec.origin).parent)
+
+
+def annex_version() -> str:
+    """The version of the git-annex package pyproject.toml pins, as installed ("" if
+    it is not): the job writes the config keys of this version's ``init`` only."""
+    try:
+        return importlib.metadata.version("git-annex")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 @cache

@@ -84,7 +84,10 @@ def test_job_body_golden():
         bindir="/opt/fairbig/.venv/bin", main_branch="main", push_lock_timeout=3600,
         env_setup=("module load apptainer", "export TMPDIR=/scratch/tmp"),
         run_id=RUN_DIR.name, header="#SBATCH --time=01:00:00\n",
-        annex_bindir="/opt/fairbig/.venv/lib/python3.11/site-packages/git_annex")
+        annex_bindir="/opt/fairbig/.venv/lib/python3.11/site-packages/git_annex",
+        stores=("ria+file:///data/input-store", "ria+file:///data/output-store",
+                "ria+file:///data/ukb store"), annex_version="10.20261026",
+        container_image="code/containers/images/pipeline.sif")
     check_golden("job.sh", job_body(ctx))
 
 

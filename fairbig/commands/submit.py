@@ -18,6 +18,7 @@ from ..backends.base import Backend, Batch, Layout, SubmitRequest
 from ..contract import CANCEL_MARK, INPUT_STORAGE, OUTPUT_STORAGE, RUNS
 from ..dataset import Analysis, lock_path, paths
 from ..errors import FairbigError
+from ..jobinstall import store_base, submodule
 from ..jobstate import (
     Claim,
     Submission,
@@ -30,9 +31,10 @@ from ..jobstate import (
     take_claim,
 )
 from ..proc import run
-from ..render import JobContext, annex_bindir, job_body
+from ..render import JobContext, annex_bindir, annex_version, job_body
 from ..sandbox import check_binds, wrapper_env
 from ..states import StatusReport
+from ..stores import LOCAL_SCHEME
 from .plan import current_jobs, publish
 from .status import current_status
 
@@ -106,17 +108,31 @@ def job_context(a: Analysis, header: str = "", commit: str = "",
     state_dir, log_dir, _ = paths(a)
     cfg = a.config
     commit = commit or run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
+    container = a.container()
     return JobContext(
         input_url=a.input_store.clone_url(a.dataset_id),
         input_git=str(a.input_store.dataset_dir(a.dataset_id)), output_url=str(a.output_git),
         storage=OUTPUT_STORAGE, lock_file=str(a.output_store.lock_file),
         state_dir=str(state_dir), log_dir=str(log_dir), plan_commit=commit,
         results=cfg.results, container=cfg.container,
-        command_as_words=a.container().command_as_words, workdir=cfg.job.workdir,
+        command_as_words=container.command_as_words, workdir=cfg.job.workdir,
         bindir=str(Path(sys.executable).parent), main_branch=a.default_branch,
         push_lock_timeout=cfg.job.push_lock_timeout, run_id=run_id,
         env_setup=tuple(cfg.job.env_setup), header=header,
-        container_env=tuple(wrapper_env(cfg.runtime).items()), annex_bindir=annex_bindir())
+        container_env=tuple(wrapper_env(cfg.runtime).items()), annex_bindir=annex_bindir(),
+        stores=job_stores(a), annex_version=annex_version(),
+        container_image=container.image_path)
+
+
+def job_stores(a: Analysis) -> tuple[str, ...]:
+    """The stores a job installs datasets from and enables special remotes of: the two
+    of fairbig.yaml and the one the input dataset was added from (its recorded
+    ``datalad-url``), when that is a local RIA store."""
+    stores = [a.input_store.url, a.output_store.url]
+    source = submodule(a.root, a.config.inputs.path).get("datalad-url", "")
+    if source.startswith(LOCAL_SCHEME):
+        stores.append(store_base(source))
+    return tuple(dict.fromkeys(store_base(s) for s in stores))
 
 
 @dataclass

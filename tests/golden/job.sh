@@ -143,13 +143,14 @@ state running
 export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
 # What `datalad clone --no-checkout` of the store's URL does, without a datalad process
 # (about 1.3 CPU-s per job): git's clone; origin, the store's bare repository, is no
-# annex; subdatasets come from the same store; git-annex enables the remotes marked
-# autoenable, as datalad's annex init does.
+# annex; subdatasets come from the same store. git-annex enables no special remote
+# here (its ORA helper starts three times per remote, about 0.5 CPU-s each): step get
+# enables the ones in the job's stores (fairbig.jobinstall).
 measure git clone -q --no-checkout "$input_git" "$workdir/ds"
 cd "$workdir/ds"
 git config remote.origin.annex-ignore true
 git config datalad.get.subdataset-source-candidate-200origin "${input_url%%#*}#{id}"
-measure git annex init -q
+measure git annex init -q --no-autoenable
 
 # -- 2. own branch, output store, encryption key -----------------------------------
 begin checkout
@@ -177,16 +178,6 @@ if [ -z "$want" ] || [ -z "$have" ] || printf '%s\n' "$want" | grep -Fvxq -e "$h
     exit 2
 fi
 git config annex.gnupg-options "--trust-model always"
-# git-annex (the version pyproject.toml pins) refuses writes while any special
-# remote this clone enabled is unverified; each check prints the ID that confirms it.
-for remote in $(git config --name-only --get-regexp '^remote\..*\.annex-externaltype$' \
-                | sed 's/^remote\.//; s/\.annex-externaltype$//'); do
-    verify=$(git annex verifyremote "$remote" 2>&1 || true)
-    verify_id=$(printf '%s\n' "$verify" | sed -n 's/.*--safe \([^ ]*\).*/\1/p' | head -n 1)
-    if [ -n "$verify_id" ]; then
-        git annex verifyremote "$remote" --safe "$verify_id" >/dev/null
-    fi
-done
 
 # one field of this job's row of the plan (the line after the header whose ID is ours)
 field() {
@@ -211,9 +202,14 @@ run_args=()
 for p in "${inputs[@]}"; do run_args+=(--input "$p"); done
 for p in "${outputs[@]}"; do run_args+=(--output "$p"); done
 
-# -- 3. only this job's inputs ------------------------------------------------------
+# -- 3. only this job's inputs and the container -----------------------------------
+# The datasets on their way installed with git at the commits recorded, sparse to what
+# the job reads, the special remotes of the job's stores enabled (the output store's
+# too, for step push-content), then `git annex get` (fairbig.jobinstall): what
+# `datalad get` did, without its Python process and the remotes' helpers at init.
 begin get
-measure datalad get -- "${inputs[@]}"
+measure "$bindir/python" -m fairbig.jobstep install --store ria+file:///data/input-store --store ria+file:///data/output-store --store 'ria+file:///data/ukb store' \
+    --annex-version 10.20261026 -- "${inputs[@]}" code/containers/images/pipeline.sif
 
 # -- 4. the pipeline, recorded -------------------------------------------------------
 begin run

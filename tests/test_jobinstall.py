@@ -1,0 +1,95 @@
+"""The job's install step (fairbig.jobinstall): datasets installed with git from the
+job's stores, only their stores' remotes enabled, as git-annex's own init would."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fairbig.jobinstall import (
+    CANDIDATE_KEY,
+    install,
+    parse_remote_log,
+    store_repo,
+    usable,
+)
+from fairbig.render import annex_version
+
+LOG = """\
+u1 autoenable=true externaltype=ora name=old type=external url=ria+file:///a timestamp=1s
+u1 autoenable=true externaltype=ora name=in type=external url=ria+file:///a/ timestamp=2s
+u2 autoenable=true externaltype=ora name=else type=external url=ria+file:///b timestamp=1s
+u3 externaltype=ora name=manual type=external url=ria+file:///a timestamp=1s
+u4 autoenable=true directory=/a name=dir type=directory timestamp=1s
+"""
+
+
+def test_newest_config_wins_and_only_autoenable_ora_remotes_of_job_stores_are_usable():
+    remotes = {r.uuid: r for r in parse_remote_log(LOG)}
+    assert remotes["u1"].name == "in"
+    assert [r.name for r in remotes.values() if usable(r, {"ria+file:///a"})] == ["in"]
+
+
+def test_store_repo_by_id_alias_and_template():
+    dsid = "e3365358-fb07-4923-997b-de52f0b50750"
+    assert store_repo("ria+file:///s#~ukb", dsid) == Path("/s/alias/ukb")
+    assert store_repo("ria+file:///s#{id}", dsid) == Path("/s/e33", dsid[3:])
+    assert store_repo("ria+file:///s", dsid) == store_repo("ria+file:///s#{id}", dsid)
+    assert store_repo("https://example.org/s#{id}", dsid) is None
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def remote_keys(ds: Path) -> set[str]:
+    """The special-remote keys of ``ds``'s own config (origin's annex-ignore aside)."""
+    out = subprocess.run(["git", "config", "--local", "--get-regexp", r"^remote\..*\.annex-"],
+                         cwd=ds, capture_output=True, text=True).stdout
+    return set(out.splitlines()) - {"remote.origin.annex-ignore true"}
+
+
+@pytest.mark.parametrize("pinned", ["same", "other"])
+def test_subject_installed_at_its_commit_with_what_annex_init_enables(ukb_input, tmp_path,
+                                                                      pinned):
+    """Under the pinned git-annex the remote's keys are written, under any other version
+    git-annex enables and verifies it: either way the subject dataset ends at the commit
+    its parent records, its content present, its remote configured as `git annex init`
+    configures it (compared with a plain init of the same dataset)."""
+    store, sub = ukb_input["store"], ukb_input["ids"][0]
+    top = tmp_path / "top"
+    git(tmp_path, "clone", "-q", str(store_repo(ukb_input["url"], "")), str(top))
+    git(top, "annex", "init", "-q", "--no-autoenable")
+    git(top, "config", CANDIDATE_KEY, f"{store}#{{id}}")
+    version = annex_version() if pinned == "same" else "0.1"
+    assert install(top, [store], version, [sub]) == []  # nothing fell back to datalad
+    recorded = git(top, "ls-tree", "HEAD", sub).split()[2]
+    assert git(top / sub, "rev-parse", "HEAD") == recorded
+    assert git(top / sub, "annex", "find", "--not", "--in", "here") == ""
+    assert git(top / sub, "annex", "find")  # it has annexed files, all present
+    plain = tmp_path / "plain"
+    git(tmp_path, "clone", "-q", git(top / sub, "remote", "get-url", "origin"), str(plain))
+    git(plain, "annex", "init", "-q")
+    # git-annex caches the cost the ORA helper reports at its first use (the get)
+    keys = {k for k in remote_keys(top / sub) if ".annex-cost " not in k}
+    if pinned == "same":
+        assert keys == remote_keys(plain)
+    else:  # enableremote/verifyremote: the same remote, verified by hand
+        assert {k.split()[0] for k in keys} == {k.split()[0] for k in remote_keys(plain)}
+
+
+def test_a_store_not_the_jobs_is_not_used(ukb_input, tmp_path):
+    """The subject's store is not among the job's: no remote of it is enabled in the top
+    dataset and the subject is not cloned from it by git; datalad installs it (the
+    fallback, reported)."""
+    store, sub = ukb_input["store"], ukb_input["ids"][1]
+    top = tmp_path / "top"
+    git(tmp_path, "clone", "-q", str(store_repo(ukb_input["url"], "")), str(top))
+    git(top, "annex", "init", "-q", "--no-autoenable")
+    git(top, "config", CANDIDATE_KEY, f"{store}#{{id}}")
+    assert install(top, ["ria+file:///elsewhere"], annex_version(), [sub]) == [sub]
+    assert remote_keys(top) == set()
+    assert (top / sub / ".git").exists()
