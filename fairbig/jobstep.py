@@ -33,7 +33,6 @@ from pathlib import Path
 
 from . import usage
 from .contract import JOB_MESSAGE_RE, JOB_REF_PREFIX, MERGED_FILE, PLAN_FILE
-from .gitcmd import git
 from .ids import path_problem
 from .jobstate import JobRecord
 
@@ -147,7 +146,11 @@ def superseded_by(mine: str, view: StoreView) -> str | None:
 
 
 def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    """A read of the store whose failure is an answer (no such ref or file yet)."""
+    """A read of the store whose failure is an answer (no such ref or file yet). The git
+    layer (datasalad) is imported here: only this step asks git, and every other step,
+    some ten per job, starts faster without it."""
+    from .gitcmd import git
+
     return git(git_dir, *args, check=False)
 
 
@@ -255,18 +258,25 @@ def push(args: argparse.Namespace) -> int:
 
 # -- command line ---------------------------------------------------------------------
 
+def _record_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per field of JobRecord, and the job shell's PID."""
+    for f in dataclasses.fields(JobRecord):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name)
+    parser.add_argument("--cpu-of", type=int, help="the job shell's PID: its CPU time and "
+                        "its children's is the job's")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fairbig.jobstep")
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="write the job's state record")
     rec.add_argument("state_dir")
-    for f in dataclasses.fields(JobRecord):
-        rec.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name)
-    rec.add_argument("--cpu-of", type=int, help="the job shell's PID: its CPU time and its "
-                     "children's is the job's")
-    m = sub.add_parser("measure", help="run a step's command, append what it used")
-    m.add_argument("--step", required=True)
-    m.add_argument("--usage", required=True, help="the job's usage file")
+    _record_arguments(rec)
+    m = sub.add_parser("measure", help="run a step's command (--step), append what it used "
+                       "to the job's usage file (--usage)")
+    _record_arguments(m)
+    m.add_argument("--record", metavar="STATE_DIR", help="first record the step as running "
+                   "there, with the record's fields as given (a Python start less per step)")
     m.add_argument("cmd", nargs="+")
     out = sub.add_parser("outputs", help="check output paths before anything is deleted")
     out.add_argument("root")
@@ -283,11 +293,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="the pinned git-annex version whose init this may write for")
     i.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(JobRecord)}
     if args.command == "record":
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(JobRecord)}
         write_record(Path(args.state_dir), _record_from_args(values, args.cpu_of))
         return 0
     if args.command == "measure":
+        if not args.step or not args.usage:
+            parser.error("measure needs --step and --usage")
+        if args.record:
+            running = {**values, "status": "running", "exit_code": ""}
+            write_record(Path(args.record), _record_from_args(running, args.cpu_of))
         rc, used = usage.measure(args.cmd)
         usage.append(Path(args.usage), args.step, used)
         return rc

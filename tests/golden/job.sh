@@ -93,19 +93,26 @@ log() { printf '%s fairbig[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job_id" 
 # A small JSON record per job that `fairbig status` reads, written by Python with
 # the one schema of fairbig.jobstate.JobRecord (temp file + rename: never half).
 jobstep() { "$bindir/python" -m fairbig.jobstep "$@"; }
-state() {
-    jobstep record "$state_dir" --job-id "$job_id" --status "$1" --step "$step" \
-        --exit-code "${2:-}" --host "$host" --pid "$$" --backend-id "$backend_id" \
-        --started "$started" --workdir "$workdir" --input-state "$input_state" \
-        --detail "$detail" --attempt "$attempt" --usage "$FAIRBIG_USAGE_FILE" \
-        --cpu-of "$$"
+# the record's fields as they stand, its status and exit code aside
+fields() {
+    rec=(--job-id "$job_id" --step "$step" --host "$host" --pid "$$" --backend-id "$backend_id"
+         --started "$started" --workdir "$workdir" --input-state "$input_state"
+         --detail "$detail" --attempt "$attempt" --usage "$FAIRBIG_USAGE_FILE" --cpu-of "$$")
 }
-measure() { jobstep measure --step "$step" --usage "$FAIRBIG_USAGE_FILE" -- "$@"; }
+state() {
+    fields
+    jobstep record "$state_dir" --status "$1" --exit-code "${2:-}" "${rec[@]}"
+}
+# A measured command records its step as running from the same Python process: a
+# start of it costs about 0.1 CPU-s, and a job would start it some 17 times.
+measure() { fields; jobstep measure --record "$state_dir" "${rec[@]}" -- "$@"; }
 
+# begin STEP [measured]: the step's "running" record; "measured": its first command is
+# measured, which writes it
 begin() {
     step=$1
     log "step $step"
-    state running
+    [ "${2:-}" = measured ] || state running
 }
 
 cleanup() {
@@ -136,21 +143,20 @@ trap 'exit 130' INT
 trap 'exit 129' HUP
 
 # -- 1. ephemeral clone ----------------------------------------------------------
-begin clone
+begin clone measured
 mkdir -p "${workdir_base:-${TMPDIR:-$workdir_fallback}}"
 workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-$workdir_fallback}}/$workdir_prefix$job_id.XXXXXX")
-state running
 export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
 # What `datalad clone --no-checkout` of the store's URL does, without a datalad process
 # (about 1.3 CPU-s per job): git's clone; origin, the store's bare repository, is no
 # annex; subdatasets come from the same store. git-annex enables no special remote
 # here (its ORA helper starts three times per remote, about 0.5 CPU-s each): step get
 # enables the ones in the job's stores (fairbig.jobinstall).
-measure git clone -q --no-checkout "$input_git" "$workdir/ds"
+measure sh -c 'git clone -q --no-checkout -c remote.origin.annex-ignore=true \
+                   -c "datalad.get.subdataset-source-candidate-200origin=$1" "$2" "$3" &&
+               git -C "$3" annex init -q --no-autoenable' \
+    clone "${input_url%%#*}#{id}" "$input_git" "$workdir/ds"
 cd "$workdir/ds"
-git config remote.origin.annex-ignore true
-git config datalad.get.subdataset-source-candidate-200origin "${input_url%%#*}#{id}"
-measure git annex init -q --no-autoenable
 
 # -- 2. own branch, output store, encryption key -----------------------------------
 begin checkout
@@ -207,12 +213,12 @@ for p in "${outputs[@]}"; do run_args+=(--output "$p"); done
 # the job reads, the special remotes of the job's stores enabled (the output store's
 # too, for step push-content), then `git annex get` (fairbig.jobinstall): what
 # `datalad get` did, without its Python process and the remotes' helpers at init.
-begin get
+begin get measured
 measure "$bindir/python" -m fairbig.jobstep install --store ria+file:///data/input-store --store ria+file:///data/output-store --store 'ria+file:///data/ukb store' \
     --annex-version 10.20261026 -- "${inputs[@]}" code/containers/images/pipeline.sif
 
 # -- 4. the pipeline, recorded -------------------------------------------------------
-begin run
+begin run measured
 # A job owns its outputs whole. Results of an earlier run (input changed after a
 # merge) are content-less links here; datalad run would leave those of a directory
 # output in place for the pipeline to write through, and stale files would survive.
@@ -228,7 +234,7 @@ measure datalad containers-run -n "$container" --explicit \
     "${command_args[@]}"
 
 # -- 5. content first: the branch must never arrive without its content --------------
-begin push-content
+begin push-content measured
 measure git annex copy --to "$storage" -- "${outputs[@]}"
 missing=$(git annex find --not --in "$storage" -- "${outputs[@]}")
 if [ -n "$missing" ]; then
