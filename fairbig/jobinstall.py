@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,18 +144,22 @@ SPARSE_MAX = 200  # non-cone patterns cost (patterns x paths): beyond this, chec
 
 
 def sparse_patterns(git_dir: Path, sha: str, entry: str) -> list[str] | None:
-    """Sparse-checkout patterns for a dataset of which the job needs ``entry``: its
-    top-level files, ``.datalad`` and ``entry``, not the other folders or subdatasets
-    (42,715 empty subject folders, or every other subject's files); None if that takes
-    more than SPARSE_MAX patterns."""
-    keep = []
+    """Sparse-checkout patterns for a dataset of whose subdatasets the job needs only
+    ``entry``: every file and folder of its top level, of its subdatasets only that one
+    (not 42,715 empty subject folders). None where there is nothing to leave out
+    (``entry`` is no subdataset, or the only one) or it takes more than SPARSE_MAX
+    patterns; a folder is never left out, whatever the job reads beside its inputs."""
+    keep, others, is_link = [], 0, False
     for e in ls_tree(git_dir, sha):
-        name = re.sub(r"([*?\[\\])", r"\\\1", e.path)
-        if e.path in (entry, ".datalad") or e.type == "blob":
-            keep.append(f"/{name}/" if e.type == "tree" else f"/{name}")
+        name = "/" + re.sub(r"([*?\[\\])", r"\\\1", e.path)
+        if e.mode == GITLINK and e.path != entry:
+            others += 1
+            continue
+        is_link = is_link or (e.path == entry and e.mode == GITLINK)
+        keep.append(name + "/" if e.type == "tree" else name)
         if len(keep) > SPARSE_MAX:
             return None
-    return keep
+    return keep if is_link and others else None
 
 
 class Installer:
@@ -235,7 +240,14 @@ class Installer:
             ds, rest = self.dataset_of(path)
             wanted.setdefault(ds, []).append(rest or ".")
         for ds, rels in wanted.items():
-            annex(ds, "get", "-q", "--", *rels)
+            if annex(ds, "get", "-q", "--", *rels, check=False).returncode:
+                # content only a remote outside the job's stores has (the web, a datalad
+                # special remote): git-annex's own init enables the autoenable remotes
+                # as datalad's install did, then the get is asked again
+                print(f"fairbig job: {' '.join(rels)} in {ds} is not all in the job's "
+                      "stores; enabling the dataset's autoenable remotes", file=sys.stderr)
+                annex(ds, "init", "-q")
+                annex(ds, "get", "-q", "--", *rels)
 
 
 def install(top: Path, stores: list[str], pinned: str, paths: list[str]) -> list[str]:

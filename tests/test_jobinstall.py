@@ -12,6 +12,7 @@ from fairbig.jobinstall import (
     CANDIDATE_KEY,
     install,
     parse_remote_log,
+    sparse_patterns,
     store_repo,
     usable,
 )
@@ -43,6 +44,26 @@ def test_store_repo_by_id_alias_and_template():
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
                           text=True).stdout.strip()
+
+
+def test_sparse_leaves_out_other_subdatasets_only(tmp_path):
+    """A dataset of subject subdatasets is checked out with its files and folders and the
+    one subdataset; where the path leads into a folder (a container dataset's images
+    beside its scripts) nothing is left out."""
+    repo = tmp_path / "ds"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "README").write_text("x")
+    (repo / "code").mkdir()
+    (repo / "code" / "run.sh").write_text("x")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    head = git(repo, "rev-parse", "HEAD")
+    for sub in ("sub-a", "sub-b"):
+        git(repo, "update-index", "--add", "--cacheinfo", f"160000,{head},{sub}")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "b")
+    assert sparse_patterns(repo / ".git", "HEAD", "sub-a") == ["/README", "/code/", "/sub-a"]
+    assert sparse_patterns(repo / ".git", "HEAD", "code") is None
 
 
 def remote_keys(ds: Path) -> set[str]:
