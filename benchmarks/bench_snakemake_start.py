@@ -12,9 +12,14 @@ first one, which ``main`` still carried before the module rework):
 - a verbose dry run with every job still to run (the merged record removed),
   its time, line count and longest line,
 - the parse + DAG cost of one job as a cluster node pays it (``snakemake -n``
-  of one job's marker), at N jobs and at 40.
+  of one job's marker), at N jobs and at smaller counts (``--counts``, the
+  baseline at N only).
 
-Usage: ``python benchmarks/bench_snakemake_start.py [--jobs N] [--baseline REV] [--json]``
+Each figure is wall time, CPU time (user + system of Snakemake and its children)
+and peak RSS; the load average says how busy the machine was.
+
+Usage: ``python benchmarks/bench_snakemake_start.py [--jobs N] [--counts N ...] [--baseline REV]
+[--json]``
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from measure import load_average, measured  # noqa: E402
 
 from fairbig.dataset import Analysis  # noqa: E402
 from fairbig.jobtable import Job, render_tsv  # noqa: E402
@@ -88,12 +94,11 @@ def set_merged(store: Path, branch: str, jobs: list[Job] | None) -> None:
     (store / "bench.index").unlink()
 
 
-def snakemake(snakefile: Path, ana: Path, cwd: Path, *args: str) -> tuple[float, str, int]:
-    t0 = time.monotonic()
-    proc = subprocess.run([str(BIN / "snakemake"), "-s", str(snakefile), "--config",
-                           f"analysis={ana}", *args], cwd=cwd, capture_output=True, text=True)
-    took = time.monotonic() - t0
-    return took, proc.stdout + proc.stderr, proc.returncode
+def snakemake(snakefile: Path, ana: Path, cwd: Path, *args: str) -> tuple[dict, str, int]:
+    """One Snakemake start: its figures (wall, CPU, peak RSS), output and exit code."""
+    run = measured(str(BIN / "snakemake"), "-s", str(snakefile), "--config",
+                   f"analysis={ana}", *args, cwd=cwd, check=False)
+    return run.figures(), run.stdout + run.stderr, run.returncode
 
 
 def measure(name: str, snakefile: Path, ana: Path, jobs: list[Job], work: Path) -> dict:
@@ -101,7 +106,10 @@ def measure(name: str, snakefile: Path, ana: Path, jobs: list[Job], work: Path) 
     store, branch = a.output_git, a.default_branch
     cwd = work / name
     cwd.mkdir()
-    set_merged(store, branch, jobs)
+    if name == "new":
+        set_merged(store, branch, jobs)
+    else:  # the baseline publishes the plan at every start: the store's main must follow
+        sh("git", "push", "-qf", str(store), f"HEAD:refs/heads/{branch}", cwd=ana)
     snakemake(snakefile, ana, cwd, "-n")  # warm-up (the old Snakefile writes its markers here)
     if name != "new":  # the old Snakefile's record of the merge of this plan
         plan_commit = sh("git", "log", "-1", "--format=%H", "--", ".fairbig/plan.tsv",
@@ -109,7 +117,8 @@ def measure(name: str, snakefile: Path, ana: Path, jobs: list[Job], work: Path) 
         (ana / ".fairbig" / "work" / "snakemake" / f"merged-{plan_commit}").touch()
     idle, out, rc = snakemake(snakefile, ana, cwd, "-n")
     assert rc == 0 and "Nothing to be done" in out, out[-2000:]
-    set_merged(store, branch, None)
+    if name == "new":
+        set_merged(store, branch, None)
     verbose, out, rc = snakemake(snakefile, ana, cwd, "-n", "--verbose")
     assert rc == 0, out[-2000:]
     lines = out.splitlines()
@@ -119,9 +128,9 @@ def measure(name: str, snakefile: Path, ana: Path, jobs: list[Job], work: Path) 
               / jobs[7].job_id)
     one, out, rc = snakemake(snakefile, ana, cwd, "-n", str(marker))
     assert rc == 0, out[-2000:]
-    return {"idle_start_s": round(idle, 1), "verbose_dry_run_s": round(verbose, 1),
+    return {"idle_start": idle, "verbose_dry_run": verbose,
             "dry_run_lines": len(lines), "longest_line": max(map(len, lines)),
-            "one_job_parse_dag_s": round(one, 1)}
+            "one_job_parse_dag": one}
 
 
 def main() -> int:
@@ -129,30 +138,38 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=42_715)
     ap.add_argument("--baseline", default="1c2fc0d",
                     help="git revision whose workflows/Snakefile is the baseline")
+    ap.add_argument("--counts", type=int, nargs="*", default=[40, 4_000],
+                    help="smaller job counts to measure as well (per-job cost vs count)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="fairbig-bench-smk-") as tmp:
         base = Path(tmp)
         ana = build(base)
         old = base / "Snakefile.baseline"
         old.write_text(sh("git", "show", f"{args.baseline}:workflows/Snakefile", cwd=REPO))
         rows = {}
-        for n in (40, args.jobs):
+        for n in sorted({*args.counts, args.jobs}):
             jobs = synthetic_plan(ana, n)
             for name, snakefile in (("new", REPO / "workflows" / "Snakefile"),
-                                    ("baseline", old)):
+                                    ("baseline", old))[:2 if n == args.jobs else 1]:
                 work = base / f"run-{n}"
                 work.mkdir(exist_ok=True)
                 rows[f"{name} @ {n}"] = measure(name, snakefile, ana, jobs, work)
+                print(f"{name} @ {n}: {rows[f'{name} @ {n}']}", file=sys.stderr, flush=True)
+    load = {"before": load_before, "after": load_average()}
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"rows": rows, "load_average": load}, indent=2))
         return 0
-    cols = ["idle_start_s", "verbose_dry_run_s", "dry_run_lines", "longest_line",
-            "one_job_parse_dag_s"]
-    print("| Snakefile @ jobs | " + " | ".join(cols) + " |")
-    print("|---" * (len(cols) + 1) + "|")
+    timed = ["idle_start", "verbose_dry_run", "one_job_parse_dag"]
+    print("Wall s / CPU s / peak RSS MiB; load average (1/5/15 min) before "
+          f"{load['before']}, after {load['after']}")
+    print("| Snakefile @ jobs | " + " | ".join(timed) + " | dry_run_lines | longest_line |")
+    print("|---" * (len(timed) + 3) + "|")
     for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(str(r[c]) for c in cols) + " |")
+        cells = [" / ".join(str(v) for v in r[c].values()) for c in timed]
+        print(f"| {name} | " + " | ".join(cells)
+              + f" | {r['dry_run_lines']} | {r['longest_line']} |")
     return 0
 
 
