@@ -101,6 +101,11 @@ def snakemake(snakefile: Path, ana: Path, cwd: Path, *args: str) -> tuple[dict, 
     return run.figures(), run.stdout + run.stderr, run.returncode
 
 
+def say(what: str, figures: dict) -> None:
+    """Each figure as soon as it is measured (a long run may be cut short)."""
+    print(f"{what}: {figures} (load {load_average()})", file=sys.stderr, flush=True)
+
+
 def measure(name: str, snakefile: Path, ana: Path, jobs: list[Job], work: Path) -> dict:
     a = Analysis(ana)
     store, branch = a.output_git, a.default_branch
@@ -117,17 +122,20 @@ def measure(name: str, snakefile: Path, ana: Path, jobs: list[Job], work: Path) 
         (ana / ".fairbig" / "work" / "snakemake" / f"merged-{plan_commit}").touch()
     idle, out, rc = snakemake(snakefile, ana, cwd, "-n")
     assert rc == 0 and "Nothing to be done" in out, out[-2000:]
-    if name == "new":
-        set_merged(store, branch, None)
-    verbose, out, rc = snakemake(snakefile, ana, cwd, "-n", "--verbose")
-    assert rc == 0, out[-2000:]
-    lines = out.splitlines()
+    say(f"{name} @ {len(jobs)} idle start", idle)
     head = sh("git", "rev-parse", "HEAD", cwd=ana).strip()
     marker = (ana / ".fairbig" / "work" / "snakemake" / head[:12] / "done" / jobs[7].job_id
               if name == "new" else ana / ".fairbig" / "work" / "snakemake" / "done"
               / jobs[7].job_id)
+    if name == "new":
+        set_merged(store, branch, None)
     one, out, rc = snakemake(snakefile, ana, cwd, "-n", str(marker))
     assert rc == 0, out[-2000:]
+    say(f"{name} @ {len(jobs)} one job", one)
+    verbose, out, rc = snakemake(snakefile, ana, cwd, "-n", "--verbose")
+    assert rc == 0, out[-2000:]
+    lines = out.splitlines()
+    say(f"{name} @ {len(jobs)} verbose dry run", verbose)
     return {"idle_start": idle, "verbose_dry_run": verbose,
             "dry_run_lines": len(lines), "longest_line": max(map(len, lines)),
             "one_job_parse_dag": one}
