@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from measure import load_average, measured  # noqa: E402
 
+from fairbig.contract import PLAN_FILE  # noqa: E402
 from fairbig.dataset import Analysis  # noqa: E402
 from fairbig.jobtable import Job, render_tsv  # noqa: E402
 from fairbig.storeview import MERGED_FILE  # noqa: E402
@@ -68,8 +69,8 @@ def synthetic_plan(ana: Path, n: int) -> list[Job]:
     jobs = [Job(f"{1_000_000 + i}", f"{1_000_000 + i}", "", f"{i:040x}",
                 (f"inputs/data/{1_000_000 + i}",), (f"results/{1_000_000 + i}",),
                 "sh code/process_subject.sh {inputs} {outputs}") for i in range(n)]
-    (ana / ".fairbig" / "plan.tsv").write_text(render_tsv(jobs))
-    sh("git", "commit", "-qm", f"bench: plan of {n} jobs", "--", ".fairbig/plan.tsv", cwd=ana)
+    (ana / PLAN_FILE).write_text(render_tsv(jobs))
+    sh("git", "commit", "-qm", f"bench: plan of {n} jobs", "--", PLAN_FILE, cwd=ana)
     return jobs
 
 
@@ -116,15 +117,13 @@ def measure(name: str, snakefile: Path, ana: Path, jobs: list[Job], work: Path) 
     else:  # the baseline publishes the plan at every start: the store's main must follow
         sh("git", "push", "-qf", str(store), f"HEAD:refs/heads/{branch}", cwd=ana)
     snakemake(snakefile, ana, cwd, "-n")  # warm-up (the old Snakefile writes its markers here)
+    plan_commit = sh("git", "log", "-1", "--format=%H", "--", PLAN_FILE, cwd=ana).strip()
     if name != "new":  # the old Snakefile's record of the merge of this plan
-        plan_commit = sh("git", "log", "-1", "--format=%H", "--", ".fairbig/plan.tsv",
-                         cwd=ana).strip()
         (ana / ".fairbig" / "work" / "snakemake" / f"merged-{plan_commit}").touch()
     idle, out, rc = snakemake(snakefile, ana, cwd, "-n")
     assert rc == 0 and "Nothing to be done" in out, out[-2000:]
     say(f"{name} @ {len(jobs)} idle start", idle)
-    head = sh("git", "rev-parse", "HEAD", cwd=ana).strip()
-    marker = (ana / ".fairbig" / "work" / "snakemake" / head[:12] / "done" / jobs[7].job_id
+    marker = (ana / ".fairbig" / "work" / "snakemake" / plan_commit[:12] / "done" / jobs[7].job_id
               if name == "new" else ana / ".fairbig" / "work" / "snakemake" / "done"
               / jobs[7].job_id)
     if name == "new":

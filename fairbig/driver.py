@@ -19,9 +19,11 @@ from functools import cached_property
 from pathlib import Path
 
 from .commands.plan import current_jobs
-from .contract import JOB_REF_PREFIX, LOGS, RUNS
+from .contract import JOB_REF_PREFIX, LOGS, PLAN_FILE, RUNS
 from .dataset import Analysis
-from .proc import run
+from .errors import FairbigError
+from .gitcmd import git
+from .gittree import git_dir_of
 from .states import classify
 from .storeview import read_finished
 
@@ -29,12 +31,20 @@ DRIVER_SUFFIX = "driver"   # run directory of the job body drivers use: runs/<co
 FAN_IN = 32                # markers per aggregate job: keeps every printed line a few KB
 
 
-def head_commit(a: Analysis) -> str:
-    return run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
+def plan_commit(a: Analysis) -> str:
+    """The commit that last changed the plan: what a driver's run directory, job body
+    and markers are keyed by. Not HEAD: ``fairbig merge`` moves HEAD (it brings the
+    results in), and a start after a merge must find the markers and job body of the
+    starts before it, or Snakemake sees every input set changed and redoes work."""
+    commit = git(git_dir_of(a.root), "log", "-1", "--format=%H", "--", PLAN_FILE).stdout.strip()
+    if not commit:
+        raise FairbigError(f"no commit of {PLAN_FILE} in {a.root}",
+                           "plan the jobs first: fairbig plan")
+    return commit
 
 
 def run_dir(a: Analysis, commit: str) -> Path:
-    """One run directory per commit: every start of a driver reuses it."""
+    """One run directory per plan commit: every start of a driver reuses it."""
     return a.work / RUNS / f"{commit[:12]}-{DRIVER_SUFFIX}"
 
 
@@ -104,7 +114,7 @@ class SnakemakeView:
 
     @cached_property
     def commit(self) -> str:
-        return head_commit(self.analysis)
+        return plan_commit(self.analysis)
 
     @property
     def c12(self) -> str:
@@ -196,8 +206,15 @@ class SnakemakeView:
         return str(self.marks / self.c12 / f"rerun-sample{sample}-seed{seed}.json")
 
     def before_fetch(self, job: str) -> list[str]:
-        """A job's result can be fetched once it is in the store: run it first if not."""
-        return [self.needed[job]] if job in self.needed else []
+        """A job's result can be fetched once it is in the store: run it first if not.
+
+        A job this start need not run is asked for by its existing marker, the same
+        file its first fetch waited for, so the next start after the merge finds the
+        fetch's input set unchanged and has nothing to do."""
+        if job in self.needed:
+            return [self.needed[job]]
+        done = self.marks / self.c12 / "done" / job
+        return [str(done)] if done.exists() else []
 
     def merge_args(self) -> str:
         shared = self.settings.get("merge_shared") or []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import fairbig as fb
+from fairbig.contract import PLAN_FILE
 from fairbig.storeview import read_merged_rows
 
 from .conftest import BIN, fairbig, init_analysis
@@ -77,8 +78,9 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def marks(ana: Path) -> Path:
-    head = git(ana / ".git", "rev-parse", "HEAD").strip()
-    return ana / ".fairbig" / "work" / "snakemake" / head[:12]
+    """Markers of the plan commit (not HEAD: a merge moves HEAD, the markers stay)."""
+    planned = git(ana / ".git", "log", "-1", "--format=%H", "--", PLAN_FILE).strip()
+    return ana / ".fairbig" / "work" / "snakemake" / planned[:12]
 
 
 def footprint(ana: Path) -> dict:
@@ -140,13 +142,12 @@ def test_host_workflow_imports_module_and_consumes_a_result(analysis, ukb_input,
     host.mkdir()
     (host / "Snakefile").write_text(HOST.format(ana=ana, job=mine))
     env = {"PATH": HOST_PATH}
-    started = marks(ana)  # a start keeps its markers under the commit it began at
     first = ok(snakemake("--cores", "2", snakefile=None, cwd=host, env=env))
     assert sorted(ran(first)) == sorted(ids)
     commits = assert_all_merged(ana, ids)
-    # markers carry the job's commit
+    # markers carry the job's commit, under the plan commit the merge did not change
     for j in ids:
-        assert (started / "done" / j).read_text().strip() == commits[j]
+        assert (marks(ana) / "done" / j).read_text().strip() == commits[j]
     # the host's rule ran in the host's directory with the host's PATH, on the decrypted result
     where, path, content = (host / "mine" / f"{mine}.txt").read_text().split("\n", 2)
     assert where == str(host) and path == HOST_PATH

@@ -8,14 +8,14 @@ import tempfile
 from pathlib import Path
 
 from ..dataset import Analysis
-from ..driver import head_commit, script_path
+from ..driver import plan_commit, script_path
 from ..render import job_body
 from .plan import publish
 from .submit import job_context, preflight
 
 
 def prepare(a: Analysis) -> Path:
-    """Publish the dataset, check what every job needs, and write the job body of HEAD.
+    """Publish the dataset, check what every job needs, and write the job body of the plan commit.
 
     The body is rewritten only when its text changes (atomically: a running job
     keeps reading the file it started with), and no job list is written: a
@@ -23,7 +23,7 @@ def prepare(a: Analysis) -> Path:
     """
     publish(a)
     preflight(a)
-    commit = head_commit(a)
+    commit = plan_commit(a)
     path = script_path(a, commit)
     text = job_body(job_context(a, commit=commit))
     if path.exists() and path.read_text() == text:
