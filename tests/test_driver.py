@@ -83,3 +83,16 @@ def test_unmerged_branches_alone_ask_for_a_merge(tmp_path):
     v = view(tmp_path, [], unmerged={"a": "1" * 40})
     w = view(tmp_path, [], unmerged={"a": "2" * 40})
     assert v.everything() == [v.merged()] and v.merged() != w.merged()
+
+
+def test_a_fetched_job_is_asked_for_by_the_same_marker_before_and_after_its_merge(tmp_path):
+    """The result rule's input set must not change when the job is merged, or the
+    next start refetches (and reruns the host's rules) instead of doing nothing."""
+    running = view(tmp_path, ["a"])
+    before = running.before_fetch("a")
+    assert before == [str(running.marks / COMMIT[:12] / "done" / "a")]
+    Path(before[0]).parent.mkdir(parents=True)
+    Path(before[0]).write_text("job commit\n")
+    assert view(tmp_path, [], merged=["a"]).before_fetch("a") == before
+    # finished elsewhere (fairbig submit), no marker: nothing to wait for, nothing to run
+    assert view(tmp_path, [], merged=["b"]).before_fetch("b") == []
