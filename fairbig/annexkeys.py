@@ -24,6 +24,12 @@ def key_of_link(target: str) -> str:
     return name if "/annex/objects/" in target and "--" in name else ""
 
 
+def key_fields(key: str) -> tuple[str, str]:
+    """Backend and size (``""`` if the key records none) of ``BACKEND-sSIZE--NAME``."""
+    backend, *fields = key.split("--", 1)[0].split("-")
+    return backend, next((f[1:] for f in fields if f[:1] == "s" and f[1:].isdigit()), "")
+
+
 def blob_texts(git_dir: Path, shas: Sequence[str]) -> list[str]:
     """Contents of many small blobs through one ``cat-file --batch``."""
     return [o.data.decode(errors="replace") for o in cat_file(git_dir, shas)]

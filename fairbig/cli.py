@@ -236,27 +236,35 @@ def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tup
         ui.say("dry run: nothing written")
 
 
-@cli.command(help="Submit planned jobs (local backend by default: runs them here)."
-             + example("fairbig submit --backend slurm --failed"))
+@cli.command(help="Submit planned jobs (local backend by default: runs them here). "
+             "With --pilot N, first only N jobs spread over the input (subjects with and "
+             "without extra sessions or records), whose measured usage 'fairbig estimate' "
+             "scales to the whole computation; a later plain submit runs the rest."
+             + example("fairbig submit --pilot 3 && fairbig estimate && fairbig submit"
+                       "\n  fairbig submit --backend slurm --failed"))
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None)
 @click.option("--failed", is_flag=True, help="resubmit failed, cancelled and lost jobs only")
 @click.option("--only", multiple=True, help="only these IDs (or @FILE of IDs)")
+@click.option("--pilot", type=click.IntRange(1), default=None,
+              help="run only N jobs chosen across the input, as a pilot run")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="local backend: jobs at once (default: cores)")
 @click.option("--dry-run", is_flag=True, help="write the job files, submit nothing")
 @json_option
 @click.pass_context
 def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[str, ...],
-           jobs: int | None, dry_run: bool, as_json: bool) -> None:
+           pilot: int | None, jobs: int | None, dry_run: bool, as_json: bool) -> None:
     from .commands import plan as planning
     from .commands import submit as sub
 
     a = analysis_of(ctx)
     if jobs:
         a.config.backend.local.jobs = jobs
-    out = sub.submit(a, backend, failed, planning.read_ids(only), dry_run)
+    out = sub.submit(a, backend, failed, planning.read_ids(only), dry_run, pilot=pilot or 0)
+    finished_pilot = out.pilot and out.backend == "local" and not dry_run and out.submitted
     if as_json:
-        ui.emit_json(asdict(out))
+        ui.emit_json(asdict(out) | ({"estimate": _estimate(a, out.backend).to_json()}
+                                    if finished_pilot else {}))
     elif not out.submitted:
         busy = (f": {len(out.active)} job(s) already queued or running (see 'fairbig status')"
                 if out.active else "")
@@ -267,7 +275,13 @@ def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[st
         ui.say(f"{verb} {len(out.submitted)} job(s) to {out.backend}; files in {out.run_dir}")
         if out.backend_ids and out.backend != "local":
             ui.say(f"{out.backend} IDs: {' '.join(out.backend_ids)}")
-        if hint := sub.suggest_limits(a):
+        if out.pilot:
+            ui.say(f"pilot: {' '.join(out.submitted)}" + (
+                "" if finished_pilot else " ('fairbig estimate' once they finished)"))
+        if finished_pilot:
+            for line in _estimate(a, out.backend).lines():
+                ui.say(line)
+        elif hint := sub.suggest_limits(a):
             ui.say(hint)
     if out.backend == "local" and not dry_run and out.submitted:
         report = sub.current_status(a)
@@ -280,6 +294,34 @@ def submit(ctx: click.Context, backend: str | None, failed: bool, only: tuple[st
             ctx.exit(1)
 
 
+
+
+def _estimate(a: Analysis, backend: str | None):
+    from .commands.estimate import current_estimate
+    from .commands.status import current_status
+    from .commands.submit import backend_for
+
+    b = backend_for(a, backend)
+    return current_estimate(a, current_status(a, b), b)
+
+
+@cli.command(help="Estimate the whole computation from the pilot run's finished jobs "
+             "('fairbig submit --pilot N'): CPU-hours, wall time per job and in all at the "
+             "configured jobs at once (local jobs, slurm throttle, htcondor maxjobs), peak "
+             "memory and the time/mem to request, the results' size in the store and the "
+             "push-lock load, each as mean (smallest to largest pilot job)."
+             + example("fairbig estimate --backend slurm --json"))
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None,
+              help="estimate for this backend's limit of jobs at once")
+@json_option
+@click.pass_context
+def estimate(ctx: click.Context, backend: str | None, as_json: bool) -> None:
+    est = _estimate(analysis_of(ctx), backend)
+    if as_json:
+        ui.emit_json(est.to_json())
+    else:
+        for line in est.lines():
+            ui.say(line)
 
 
 @cli.command(help="Exact per-state counts of all planned jobs; failed and lost jobs grouped "

@@ -23,6 +23,7 @@ STATE = "state"    # a job's <job>.json record, its claim, its cancel mark
 LOGS = "logs"      # one <job>.log per job, every backend
 RUNS = "runs"      # one directory per submission (and per Snakemake start)
 SCHEDULER_SAID = "scheduler-said.json"  # what schedulers said of attempts that ended
+PILOT = "pilot.json"  # the jobs `fairbig submit --pilot` ran, which `fairbig estimate` reads
 CANCEL_MARK = ".cancel"  # <state>/<job>.cancel: cancel was asked; the job records it
 
 # -- sibling and remote names -------------------------------------------------------------

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from fairbig import gitcmd
-from fairbig.annexkeys import key_of_link
-from fairbig.commands.compare import _key_fields
+from fairbig.annexkeys import key_fields, key_of_link
 from fairbig.gitcmd import DiffEntry, Entry, GitObject
 
 KEY = "MD5E-s4--ba1f2511fc30423bdbb183fe33f3dd0f.txt"
@@ -151,7 +150,7 @@ def test_key_of_link(target: str, key: str):
     ("SHA1-s12-S1048576-C2--abc", ("SHA1", "12")),                   # a chunked key
 ])
 def test_key_fields(key: str, fields: tuple[str, str]):
-    assert _key_fields(key) == fields
+    assert key_fields(key) == fields
 
 
 # ---------------------------------------------------------------- against real git

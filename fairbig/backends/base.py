@@ -119,6 +119,11 @@ class Backend(ABC):
         """How this scheduler takes a submission (a dry run asks no scheduler)."""
         return Layout()
 
+    def at_once(self) -> int | None:
+        """Jobs the configuration lets run at once (None: no limit of fairbig's; the
+        cluster's capacity decides), for the estimate of a pilot run."""
+        return None
+
     def output_file(self, run_dir: Path, sub: Submission) -> Path | None:
         """The file the scheduler writes the job's own output to: it holds what a job
         printed before its log began (a failing ``job.env_setup`` line, a tool missing

@@ -117,6 +117,9 @@ class HTCondorBackend(Backend):
                                     home=os.environ.get("HOME", "/tmp")),
                 DAG_FILE: dag_text(req.job_ids, SUBMIT_FILE, self.cfg.retry)}
 
+    def at_once(self) -> int | None:
+        return self.cfg.maxjobs or None
+
     def dag_options(self) -> dict[str, str]:
         """``Submit.from_dag``'s options: DAGMan's path, the throttles, our client config."""
         options = {"DagmanPath": shutil.which("condor_dagman") or "/usr/bin/condor_dagman"}

@@ -30,6 +30,9 @@ class LocalBackend(Backend):
         super().__init__(config)
         self.max_jobs = config.backend.local.jobs or os.cpu_count() or 1
 
+    def at_once(self) -> int:
+        return self.max_jobs
+
     def submit(self, req: SubmitRequest) -> list[Submission]:
         if req.dry_run:
             return []

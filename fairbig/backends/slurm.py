@@ -79,6 +79,9 @@ class SlurmBackend(Backend):
                   for h, b in zip(handles, req.batches, strict=False)]
         return {"arrays.json": json.dumps(arrays, indent=1) + "\n"}
 
+    def at_once(self) -> int | None:
+        return self.cfg.throttle or None
+
     def layout(self, dry_run: bool) -> Layout:
         """Arrays of at most MaxArraySize tasks. With a throttle, ONE array holds the
         whole submission, so that ``%throttle`` limits all of it: when it has more jobs

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .. import config as cfgmod
-from ..annexkeys import key_of_link
+from ..annexkeys import key_fields, key_of_link
 from ..errors import FairbigError
 from ..gitcmd import DELETED, SYMLINK, cat_file, diff_tree, git, ls_tree, path_of, records, stream
 from ..gittree import git_dir_of
@@ -181,7 +181,7 @@ def file_status(a: str, b: str) -> str:
         return IDENTICAL
     annexed_a, annexed_b = _is_key(a), _is_key(b)
     if annexed_a and annexed_b:
-        (backend_a, size_a), (backend_b, size_b) = _key_fields(a), _key_fields(b)
+        (backend_a, size_a), (backend_b, size_b) = key_fields(a), key_fields(b)
         if backend_a == backend_b or (size_a and size_b and size_a != size_b):
             return DIFFERS
         return UNDECIDABLE  # same size, different hash functions: only content can tell
@@ -192,12 +192,6 @@ def file_status(a: str, b: str) -> str:
 
 def _is_key(ident: str) -> bool:
     return not ident.startswith(("git:", "link:"))
-
-
-def _key_fields(key: str) -> tuple[str, str]:
-    """Backend and size (``""`` if the key records none) of ``BACKEND-sSIZE--NAME``."""
-    backend, *fields = key.split("--", 1)[0].split("-")
-    return backend, next((f[1:] for f in fields if f[:1] == "s" and f[1:].isdigit()), "")
 
 
 @dataclass(frozen=True)

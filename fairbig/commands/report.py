@@ -10,6 +10,7 @@ a firewall, and stays small for 42,715 jobs (30 bars a histogram, not 42,715 poi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -21,12 +22,16 @@ from pathlib import Path
 
 from .. import __version__, charts, usage
 from ..dataset import Analysis, paths
+from ..errors import FairbigError
+from ..estimate import Estimate
 from ..explain import Explanation, Group, explain
 from ..gitcmd import git
 from ..jobstate import JobRecord, read_submissions
 from ..proc import run
 from ..states import PROBLEM_STATES, STATES, StatusReport
+from .estimate import current_estimate, read_pilot
 from .status import current_status
+from .submit import backend_for
 
 MERGE_LOG = "merges.jsonl"   # in the analysis' work dir: one line per writing merge
 BUCKETS = 48                 # columns of the throughput charts
@@ -66,6 +71,8 @@ class ReportData:
     provenance: Provenance
     merges: list[MergeEntry] = field(default_factory=list)
     written: float = field(default_factory=time.time)
+    pilot: list[str] = field(default_factory=list)      # the pilot run's jobs
+    estimate: Estimate | None = None                    # from them, if any finished
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,13 @@ def gather(a: Analysis) -> ReportData:
     rep = current_status(a)
     _, log_dir, sub_file = paths(a)
     exp = explain(rep.jobs, read_submissions(sub_file), a.config, a.work, log_dir, tail=0)
-    return ReportData(str(a.root), rep, exp, provenance(a), merge_history(a))
+    pilot = read_pilot(a)
+    est = None
+    if pilot:
+        with contextlib.suppress(FairbigError):   # none finished yet: the page says so
+            est = current_estimate(a, rep, backend_for(a, None))
+    return ReportData(str(a.root), rep, exp, provenance(a), merge_history(a),
+                      pilot=pilot, estimate=est)
 
 
 # ------------------------------------------------------------------ the page (pure)
@@ -307,6 +320,12 @@ def render(d: ReportData) -> str:
                              for m in d.merges], "merges"))
     else:
         parts.append("<p>Nothing merged yet.</p>")
+
+    if d.pilot:
+        parts.append("<h2 id=\"pilot\">Pilot run</h2>" + _table(
+            ["pilot job", "state"], [(j, states.get(j, "?")) for j in d.pilot], "pilot"))
+        parts.append("<pre class=\"estimate\">" + escape("\n".join(d.estimate.lines()))
+                     + "</pre>" if d.estimate else "<p>No pilot job has finished yet.</p>")
 
     p = d.provenance
     parts.append("<h2 id=\"provenance\">Provenance</h2>" + _table(["", ""], [

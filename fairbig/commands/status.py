@@ -39,6 +39,7 @@ from ..jobstate import (
 from ..states import ACTIVE_STATES, STATES, JobStatus, StatusReport, report
 from ..storeview import read_finished
 from ..usage import UsageSummary, summarize
+from .estimate import read_pilot
 from .plan import current_jobs
 
 
@@ -51,12 +52,14 @@ def show(a: Analysis, states: set[str], show_all: bool, tail: int | None, watch:
         exp = explanation(a, rep, 12 if tail is None and as_json else tail or 0)
         if as_json:
             ui.emit_json(rep.to_json() | exp.to_json()
-                         | {"usage_summary": usage_summary(rep).to_json()})
+                         | {"usage_summary": usage_summary(rep).to_json(),
+                            "pilot": read_pilot(a)})
         else:
             if watch and ui.is_tty():
                 click.clear()
             show_status(rep, exp, states or (set(STATES) if show_all else set()))
             show_usage(rep)
+            show_pilot(rep, read_pilot(a))
         if not watch or not rep.active:
             return rep
         time.sleep(interval)
@@ -201,6 +204,15 @@ def show_usage(rep: StatusReport) -> None:
                f"{m['max_rss_mb']:.0f}"] for state, m in s.medians.items()])
     ui.say("slowest: " + ", ".join(f"{r.job_id} {r.value:.1f} s" for r in s.slowest))
     ui.say("most memory: " + ", ".join(f"{r.job_id} {r.value:.0f} MB" for r in s.hungriest))
+
+
+def show_pilot(rep: StatusReport, pilot: list[str]) -> None:
+    """The pilot run's jobs and their states, pointing at the estimate."""
+    if pilot:
+        states = {j.job_id: j.state for j in rep.jobs}
+        ui.say(f"pilot run: {len(pilot)} job(s): "
+               + ", ".join(f"{j} {states.get(j, '?')}" for j in pilot[:10])
+               + (" …" if len(pilot) > 10 else "") + " (see 'fairbig estimate')")
 
 
 def show_status(rep: StatusReport, exp: Explanation, states: set[str]) -> None:

@@ -18,6 +18,7 @@ from ..backends.base import Backend, Batch, Layout, SubmitRequest
 from ..contract import CANCEL_MARK, INPUT_STORAGE, OUTPUT_STORAGE, RUNS
 from ..dataset import Analysis, lock_path, paths
 from ..errors import FairbigError
+from ..estimate import pick_pilot
 from ..jobinstall import store_base, submodule
 from ..jobstate import (
     Claim,
@@ -35,6 +36,7 @@ from ..render import JobContext, annex_bindir, annex_version, job_body
 from ..sandbox import check_binds, wrapper_env
 from ..states import StatusReport
 from ..stores import LOCAL_SCHEME
+from .estimate import record_pilot, withdraw_pilot
 from .plan import current_jobs, publish
 from .status import current_status
 
@@ -47,6 +49,7 @@ class SubmitOutcome:
     run_dir: str
     dry_run: bool
     active: list[str] = field(default_factory=list)  # left alone: an attempt is live
+    pilot: bool = False    # a pilot run (submit --pilot): its jobs are recorded as such
 
 
 def backend_for(a: Analysis, name: str | None) -> Backend:
@@ -190,28 +193,33 @@ def claim(a: Analysis, backend: Backend, job_ids: list[str], layout: Layout
 
 def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
            only: set[str] | None = None, dry_run: bool = False,
-           again: bool = False) -> SubmitOutcome:
+           again: bool = False, pilot: int = 0) -> SubmitOutcome:
     """Choose and claim jobs under the analysis's submit lock, then hand them over.
 
     The lock makes "which jobs are free" and "these are mine" one step (two
     submits at once never pick the same job); the claims keep the jobs taken
     after the lock is let go (a local submit runs its jobs for hours). A submit
     refused before the scheduler took a batch puts every claim of it back.
+
+    ``pilot``: only that many of the chosen jobs, spread over the input
+    (estimate.pick_pilot), recorded as the pilot for ``fairbig estimate``.
     """
     backend = backend_for(a, backend_name)
     state_dir, _, sub_file = paths(a)
     if dry_run:
-        job_ids = choose(a, current_status(a, backend), failed, only or set(), again)
+        job_ids = pilot_of(a, choose(a, current_status(a, backend), failed, only or set(),
+                                     again), pilot)
         if not job_ids:
             return SubmitOutcome(backend.name, [], [], "", dry_run)
         req = render_run(a, backend, make_batches(job_ids, backend.layout(True)), True,
                          lambda subs: None)
         backend.submit(req)
-        return SubmitOutcome(backend.name, job_ids, [], str(req.run_dir), dry_run)
+        return SubmitOutcome(backend.name, job_ids, [], str(req.run_dir), dry_run,
+                             pilot=bool(pilot))
     with submit_lock(lock_path(a), lambda: ui.step("waiting for another submit of this "
                                                     "analysis to claim its jobs")):
         status = current_status(a, backend)
-        job_ids = choose(a, status, failed, only or set(), again)
+        job_ids = pilot_of(a, choose(a, status, failed, only or set(), again), pilot)
         active = [j.job_id for j in status.jobs if j.state in ("queued", "running")
                   and (not only or j.job_id in only)]
         if not job_ids:
@@ -229,17 +237,31 @@ def submit(a: Analysis, backend_name: str | None = None, failed: bool = False,
         accepted.update(s.job_id for s in subs)
 
     run_dir: Path | None = None
+    if pilot:
+        # before the hand-over: a local backend runs the jobs inside submit, and status
+        # shows them as the pilot meanwhile
+        record_pilot(a, job_ids)
     try:
         req = render_run(a, backend, batches, dry_run, record)
         run_dir = req.run_dir
         subs = backend.submit(req)
     except BaseException:
         claimed.withdraw(state_dir, set(job_ids) - accepted)
+        if pilot:
+            withdraw_pilot(a, set(job_ids) - accepted)
         if run_dir and not accepted:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return SubmitOutcome(backend.name, job_ids, sorted({s.backend_id for s in subs}),
-                         str(req.run_dir), dry_run, active)
+                         str(req.run_dir), dry_run, active, bool(pilot))
+
+
+def pilot_of(a: Analysis, chosen: list[str], pilot: int) -> list[str]:
+    """All ``chosen`` jobs, or with ``pilot`` that many of them spread over the input."""
+    if not pilot:
+        return chosen
+    wanted = set(chosen)
+    return pick_pilot([j for j in current_jobs(a) if j.job_id in wanted], pilot)
 
 
 def preflight(a: Analysis) -> None:
