@@ -82,21 +82,75 @@ def new_token() -> str:
     return f"fairbig-{secrets.token_hex(6)}"
 
 
+RECORDS_CACHE = ".records-cache.json"
+# a record written this close to a read may change again within the file system's
+# time stamp granularity without its (inode, mtime, size) changing: never cached
+_SETTLED_NS = 2_000_000_000
+
+
+def _load_cache(path: Path) -> dict[str, list]:
+    """The last read's records by file name: [inode, mtime_ns, size, data] ({} if none)."""
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _save_cache(path: Path, cache: dict[str, list]) -> None:
+    """Replace the cache whole (readers never see half of it); a read-only state
+    directory only costs the next reader the full read."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(cache, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
 def read_records(state_dir: Path) -> dict[str, JobRecord]:
-    """All job records; unreadable ones (a job killed mid-write) are skipped."""
+    """All job records; unreadable ones (a job killed mid-write) are skipped.
+
+    At 42k jobs opening and parsing every record costs seconds of CPU on each
+    ``status``/``report``/``export``, so the records of the last read are kept in
+    ``RECORDS_CACHE`` and only files whose (inode, mtime, size) changed are read
+    again. Writers replace a record by rename (a new inode), and records younger
+    than ``_SETTLED_NS`` are never cached, so a cached record is the file's content.
+    """
     out: dict[str, JobRecord] = {}
     if not state_dir.is_dir():
         return out
+    cache_path = state_dir / RECORDS_CACHE
+    cache = _load_cache(cache_path)
+    kept: dict[str, list] = {}
+    settled = time.time_ns() - _SETTLED_NS
+    changed = False
     with os.scandir(state_dir) as it:
         for entry in it:
-            if not entry.name.endswith(".json") or entry.name.startswith("."):
+            name = entry.name
+            if not name.endswith(".json") or name.startswith("."):
                 continue
             try:
-                with open(entry.path) as f:
-                    data = json.load(f)
+                st = entry.stat()
+                key = [st.st_ino, st.st_mtime_ns, st.st_size]
+                hit = cache.get(name)
+                if isinstance(hit, list) and hit[:3] == key:
+                    data = hit[3]
+                else:
+                    changed = True
+                    with open(entry.path) as f:
+                        data = json.load(f)
                 out[data["job_id"]] = JobRecord(**data)
-            except (OSError, ValueError, TypeError, KeyError):
+            except (OSError, ValueError, TypeError, KeyError, IndexError):
                 continue
+            if st.st_mtime_ns < settled:
+                kept[name] = [*key, data]
+            else:
+                changed = True
+    if changed or len(kept) != len(cache):
+        _save_cache(cache_path, kept)
     return out
 
 

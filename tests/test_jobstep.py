@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fairbig import jobstep
-from fairbig.jobstate import read_records
+from fairbig.jobstate import RECORDS_CACHE, JobRecord, read_records
 from fairbig.jobstep import StoreView, output_problem, superseded_by
 
 
@@ -34,7 +34,8 @@ def test_record_with_quote_in_workdir_is_valid_json(tmp_path):
     assert (rec.status, rec.step, rec.pid, rec.started, rec.workdir) == (
         "running", "get", 42, 100, workdir)
     assert rec.updated >= int(time.time()) - 60
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+    # no temp left (the readers' cache aside)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != RECORDS_CACHE]
 
 
 def test_record_superseded_carries_why(tmp_path):
@@ -45,6 +46,28 @@ def test_record_superseded_carries_why(tmp_path):
     rec = read_records(tmp_path)["2"]
     assert (rec.status, rec.exit_code, rec.detail) == (
         "superseded", 0, "the newest plan wants input s2")
+
+
+def test_read_records_rereads_only_changed_records(tmp_path):
+    """A second read takes unchanged records from the cache; rewritten and deleted ones
+    are seen (issue 21: reading 42,715 records cost 5.9 CPU-s on every report)."""
+    old = {j: JobRecord(j, "running", "get", None, "h", 1, "b", 0, 0, "w") for j in "123"}
+    for rec in old.values():
+        jobstep.write_record(tmp_path, rec)
+    settled = time.time() - 60  # as if written a minute ago: cacheable
+    for rec in old.values():
+        os.utime(tmp_path / f"{rec.job_id}.json", (settled, settled))
+    assert read_records(tmp_path) == old
+    # same inode, size and mtime, other bytes: only a cache hit returns the old record
+    one = tmp_path / "1.json"
+    one.write_text(one.read_text().replace('"get"', '"run"'))
+    os.utime(one, (settled, settled))
+    jobstep.write_record(tmp_path, done := JobRecord("2", "done", "finished", 0, "h", 1, "b",
+                                                     0, 5, "w"))
+    (tmp_path / "3.json").unlink()
+    assert read_records(tmp_path) == {"1": old["1"], "2": done}
+    (tmp_path / RECORDS_CACHE).write_text("{not json")  # a broken cache costs a full read
+    assert read_records(tmp_path)["1"].step == "run"
 
 
 def test_output_through_a_symlink_is_refused(tmp_path):
