@@ -4,7 +4,8 @@
 The analysis of ``bench_merge_full.py`` (fairbig init, encrypted output store,
 one real job), plus N-1 synthetic jobs whose commits carry datalad run records
 like a real job's and whose state records sit in ``.fairbig/work/state``, all
-merged with ``fairbig merge``. Times the export as a user runs it, then reads
+merged with ``fairbig merge``. Times the export as a user runs it (wall, CPU and
+peak RSS, with the load average), then reads
 the crate back with the ``rocrate`` library.
 Usage: ``python benchmarks/bench_export.py [--jobs N] [--json]``
 """
@@ -20,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench_merge_full import BIN, setup, sh, synthesize
+from measure import load_average, measured
 
 from fairbig.jobstate import JobRecord
 
@@ -62,10 +64,9 @@ def main() -> int:
         state_records(ana, ids)
         merged = json.loads(sh(str(BIN / "fairbig"), "merge", "--json", cwd=ana))
         crate = base / "crate"
-        t0 = time.perf_counter()
-        out = json.loads(sh(str(BIN / "fairbig"), "export", "ro-crate", str(crate), "--json",
-                            cwd=ana))
-        export_s = round(time.perf_counter() - t0, 2)
+        run = measured(str(BIN / "fairbig"), "export", "ro-crate", str(crate), "--json",
+                       cwd=ana)
+        out = json.loads(run.stdout)
         from rocrate.rocrate import ROCrate
 
         t0 = time.perf_counter()
@@ -73,11 +74,11 @@ def main() -> int:
         read_s = round(time.perf_counter() - t0, 2)
         actions = sum(1 for e in back.get_entities() if e.type == "CreateAction")
         result = {"jobs": args.jobs, "merged_now": len(merged["merged"]),
-                  "export_s": export_s, "export_internal_s": out["seconds"],
+                  "export": run.figures(), "export_internal_s": out["seconds"],
                   "metadata_bytes": out["metadata_bytes"],
                   "metadata_mib": round(out["metadata_bytes"] / 2**20, 1),
                   "entities": out["entities"], "rocrate_read_s": read_s,
-                  "rocrate_actions": actions}
+                  "rocrate_actions": actions, "load_average": load_average()}
     print(json.dumps(result, indent=2) if args.json else
           "\n".join(f"{k:>20}: {v}" for k, v in result.items()))
     return 0
