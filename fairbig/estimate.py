@@ -105,11 +105,11 @@ class Estimate:
         limit = f"{self.at_once} at once" if self.at_once else "all at once (no limit set)"
         out = [f"estimate of all {self.jobs} jobs ({self.remaining} not run yet) from "
                f"{self.pilot_jobs} pilot job(s); mean (smallest to largest pilot job):",
-               f"  CPU time:        {self.cpu_hours.text('.2f')} CPU-hours",
+               f"  CPU time:        {self.cpu_hours.text('.3g')} CPU-hours",
                f"  wall per job:    {self.wall_per_job_s.text()} s",
                f"  peak memory:     {self.peak_mem_mb.text('.0f')} MB per job",
-               f"  wall time:       {self.wall_hours.text('.2f')} h at {limit}",
-               f"  results stored:  {self.results_mb.text('.2f')} MB (annexed, before "
+               f"  wall time:       {self.wall_hours.text('.3g')} h at {limit}",
+               f"  results stored:  {self.results_mb.text('.3g')} MB (annexed, before "
                "encryption)",
                f"  push-lock load:  {self.pushes_per_minute.text()} pushes per minute"]
         if self.request:

@@ -9,9 +9,13 @@ rerun of a pilot job, and the estimate against the measured totals.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
+from fairbig.dataset import Analysis
 from fairbig.estimate import Spread, estimate, pick_pilot, waves
 from fairbig.jobtable import Job
 
@@ -78,6 +82,30 @@ def test_estimate_without_a_limit_runs_every_job_at_once():
     assert estimate([], [], jobs=50, remaining=50, at_once=None) is None
 
 
+def span(ana: Path, job_ids: list[str]) -> float:
+    """Seconds from the first of these jobs' start to the last one's end (own records)."""
+    recs = [json.loads((ana / ".fairbig" / "work" / "state" / f"{j}.json").read_text())
+            for j in job_ids]
+    return max(r["updated"] for r in recs) - min(r["started"] for r in recs)
+
+
+def stored_bytes(ana: Path) -> int:
+    """Bytes of every annexed file under results/ on the output store's main, from the
+    keys the symlinks point at (read with plain git, not fairbig's own code)."""
+    store = Analysis.find(ana).output_git
+    listing = subprocess.run(["git", "ls-tree", "-r", "main", "results"], cwd=store,
+                             capture_output=True, text=True, check=True).stdout
+    total = 0
+    for line in listing.splitlines():
+        mode, _, sha = line.split("\t")[0].split()
+        if mode == "120000":
+            target = subprocess.run(["git", "cat-file", "blob", sha], cwd=store,
+                                    capture_output=True, text=True, check=True).stdout
+            if m := re.search(r"-s(\d+)--", target.rsplit("/", 1)[-1]):
+                total += int(m.group(1))
+    return total
+
+
 @pytest.fixture(scope="module")
 def six(tmp_path_factory, image, lab_key):
     """An analysis of 6 ukb-mini subjects (the 3rd and 6th with a second visit)."""
@@ -101,6 +129,7 @@ def test_estimate_without_a_pilot_is_one_line(six):
 def test_pilot_then_full_run_every_job_once_estimate_holds(six):
     ana, ids = six["ana"], six["ids"]
     pilot = json.loads(fairbig("submit", "--pilot", "3", "--json", cwd=ana).stdout)
+    runs = [span(ana, pilot["submitted"])]
     assert pilot["pilot"] and len(pilot["submitted"]) == 3
     assert pilot["submitted"] != ids[:3]
     assert set(pilot["submitted"]) & {ids[2], ids[5]}, pilot   # a subject with 2 visits
@@ -114,6 +143,7 @@ def test_pilot_then_full_run_every_job_once_estimate_holds(six):
 
     full = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
     assert not full["pilot"]
+    runs.append(span(ana, full["submitted"]))
     assert sorted(full["submitted"]) == sorted(set(ids) - set(pilot["submitted"]))
     fairbig("merge", cwd=ana)
     rep = status(ana)
@@ -136,9 +166,22 @@ def test_pilot_then_full_run_every_job_once_estimate_holds(six):
     wall_per_job = sum(t["wall_s"] for t in totals) / len(totals)
     assert (est["wall_per_job_s"]["mid"] / FACTOR <= wall_per_job
             <= est["wall_per_job_s"]["mid"] * FACTOR), (wall_per_job, est["wall_per_job_s"])
+    # the whole computation: the two submits' runs, each from its first job's start to
+    # its last job's end, at the local backend's jobs at once the estimate assumed
+    wall_h = sum(runs) / 3600
+    assert est["wall_hours"]["mid"] / FACTOR <= wall_h <= est["wall_hours"]["mid"] * FACTOR, \
+        (wall_h, est["wall_hours"])
+    pushes = len(ids) / (sum(runs) / 60)
+    assert (est["pushes_per_minute"]["mid"] / FACTOR <= pushes
+            <= est["pushes_per_minute"]["mid"] * FACTOR), (pushes, est["pushes_per_minute"])
+    stored_mb = stored_bytes(ana) / 2**20
+    assert est["results_mb"]["mid"] / FACTOR <= stored_mb <= est["results_mb"]["mid"] * FACTOR, \
+        (stored_mb, est["results_mb"])
     final = json.loads(fairbig("estimate", "--json", cwd=ana).stdout)
-    stored = final["results_mb"]["mid"]           # the same pilot jobs, now merged
-    assert stored == est["results_mb"]["mid"] > 0
+    assert final["results_mb"] == est["results_mb"]     # the same pilot jobs, now merged
+    print(f"estimate {json.dumps(est)}\nmeasured: CPU-h {cpu_h:.4f}, peak {peak:.0f} MB, "
+          f"wall per job {wall_per_job:.1f} s, wall {wall_h:.4f} h, pushes/min {pushes:.2f}, "
+          f"results {stored_mb:.4f} MB")
 
     report = ana / "report.html"
     fairbig("report", "-o", str(report), cwd=ana)
