@@ -12,9 +12,11 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from fairbig.commands.estimate import pilot_file, read_pilot, record_pilot, withdraw_pilot
 from fairbig.dataset import Analysis
 from fairbig.estimate import Spread, estimate, pick_pilot, waves
 from fairbig.jobtable import Job
@@ -104,6 +106,20 @@ def stored_bytes(ana: Path) -> int:
             if m := re.search(r"-s(\d+)--", target.rsplit("/", 1)[-1]):
                 total += int(m.group(1))
     return total
+
+
+def test_pilot_file_adds_and_takes_back_jobs(tmp_path):
+    """A second pilot adds to the first; a refused submit takes its jobs back, and the
+    file goes with the last of them."""
+    a = SimpleNamespace(work=tmp_path / "work")
+    assert read_pilot(a) == []
+    record_pilot(a, ["b", "a"])
+    record_pilot(a, ["a", "c"])
+    assert read_pilot(a) == ["b", "a", "c"]
+    withdraw_pilot(a, {"a", "c"})
+    assert read_pilot(a) == ["b"]
+    withdraw_pilot(a, {"b"})
+    assert not pilot_file(a).exists()
 
 
 @pytest.fixture(scope="module")

@@ -36,24 +36,27 @@ def read_pilot(a: Analysis) -> list[str]:
         return []
 
 
-def record_pilot(a: Analysis, job_ids: list[str]) -> None:
-    """Add ``job_ids`` to the pilot (a second pilot adds to the first one's jobs)."""
-    jobs = read_pilot(a)
-    jobs += [j for j in job_ids if j not in jobs]
+def _write_pilot(a: Analysis, jobs: list[str]) -> None:
+    """Replace the pilot file (via a temp file: never half of it); none without jobs."""
     path = pilot_file(a)
+    if not jobs:
+        path.unlink(missing_ok=True)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"jobs": jobs, "updated": time.time()}) + "\n")
     tmp.replace(path)
 
 
+def record_pilot(a: Analysis, job_ids: list[str]) -> None:
+    """Add ``job_ids`` to the pilot (a second pilot adds to the first one's jobs)."""
+    jobs = read_pilot(a)
+    _write_pilot(a, jobs + [j for j in job_ids if j not in jobs])
+
+
 def withdraw_pilot(a: Analysis, job_ids: set[str]) -> None:
     """Take back jobs a refused pilot submission never handed over."""
-    left = [j for j in read_pilot(a) if j not in job_ids]
-    if left:
-        pilot_file(a).write_text(json.dumps({"jobs": left, "updated": time.time()}) + "\n")
-    else:
-        pilot_file(a).unlink(missing_ok=True)
+    _write_pilot(a, [j for j in read_pilot(a) if j not in job_ids])
 
 
 def result_bytes(a: Analysis, job_ids: list[str]) -> dict[str, int]:
