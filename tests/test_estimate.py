@@ -133,6 +133,7 @@ def six(tmp_path_factory, image, lab_key):
     return {"ana": ana, "ids": ids}
 
 
+@pytest.mark.slow
 def test_estimate_without_a_pilot_is_one_line(six):
     ana = six["ana"]
     proc = fairbig("estimate", cwd=ana, check=False)

@@ -73,6 +73,7 @@ def remote_keys(ds: Path) -> set[str]:
     return set(out.splitlines()) - {"remote.origin.annex-ignore true"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pinned", ["same", "other"])
 def test_subject_installed_at_its_commit_with_what_annex_init_enables(ukb_input, tmp_path,
                                                                       pinned):
@@ -102,6 +103,7 @@ def test_subject_installed_at_its_commit_with_what_annex_init_enables(ukb_input,
         assert {k.split()[0] for k in keys} == {k.split()[0] for k in remote_keys(plain)}
 
 
+@pytest.mark.slow
 def test_a_store_not_the_jobs_is_not_used(ukb_input, tmp_path):
     """The subject's store is not among the job's: no remote of it is enabled in the top
     dataset and the subject is not cloned from it by git; datalad installs it (the
