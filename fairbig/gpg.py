@@ -52,10 +52,11 @@ def check_encrypt(fingerprint: str) -> None:
                            "use a key with an encryption subkey that has not expired")
 
 
-# A Unix socket's path holds at most 107 bytes (sun_path is 108 with its NUL). gpg-agent
-# puts its sockets into GNUPGHOME when there is no /run/user/UID (compute nodes, containers,
-# su shells), and the longest of them is this one.
-SOCKET_PATH_MAX = 107
+# A Unix socket's path has 108 bytes with its NUL, and gpg-agent refuses one of 107
+# (measured with GnuPG 2.2.40: 106 starts, 107 fails). It puts its sockets into GNUPGHOME
+# when there is no /run/user/UID (compute nodes, containers, su shells), and the longest
+# of them is this one.
+SOCKET_PATH_MAX = 106
 LONGEST_SOCKET = "S.gpg-agent.browser"
 
 
@@ -69,7 +70,7 @@ def agent_socket_problem() -> str | None:
     if len(str(longest).encode()) <= SOCKET_PATH_MAX:
         return None
     return (f"gpg-agent cannot start: its socket {longest} is {len(str(longest).encode())} "
-            f"bytes, over the {SOCKET_PATH_MAX} a Unix socket path may have")
+            f"bytes, over the {SOCKET_PATH_MAX} gpg-agent accepts for a socket path")
 
 
 SHORTER_HOME_HINT = ("give GNUPGHOME a short path, e.g. ln -s \"$GNUPGHOME\" /tmp/gnupg-$USER "

@@ -33,7 +33,7 @@ def load_generator(example: str = "ukb-mini"):
 
 
 # gpg-agent's sockets live in GNUPGHOME where there is no /run/user/UID (here, and on
-# compute nodes), and a socket path may have 107 bytes: a key home under a deep TMPDIR
+# compute nodes), and gpg-agent takes a socket path of at most 106 bytes: a key home under a deep TMPDIR
 # (pytest's tmp_path) leaves gpg unable to decrypt. Key homes live under /tmp instead.
 _GPG_ROOT: Path | None = None
 
