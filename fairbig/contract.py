@@ -34,6 +34,9 @@ OUTPUT_STORAGE = OUTPUT + STORAGE_SUFFIX
 INPUT_STORAGE = INPUT + STORAGE_SUFFIX
 
 # -- on the node: a job's work dir is JOB_WORKDIR + job ID + a random suffix ----------------
+# set to 1 in a job's environment: its result replaces one for the same input state
+# (a forced run, e.g. Snakemake -R); without it the first result for an input state stays
+REPLACE_ENV = "FAIRBIG_REPLACE"
 JOB_WORKDIR = "fairbig-job-"
 # ... made in job.workdir, else in $TMPDIR, else here (and `fairbig rerun`'s clones too).
 # Not /tmp: container runtimes and container datasets' own runners (bwrap --tmpfs /tmp,

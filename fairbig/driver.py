@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .commands.plan import current_jobs
-from .contract import JOB_REF_PREFIX, LOGS, PLAN_FILE, RUNS
+from .contract import JOB_REF_PREFIX, LOGS, PLAN_FILE, REPLACE_ENV, RUNS
 from .dataset import Analysis
 from .errors import FairbigError
 from .gitcmd import git
@@ -157,6 +157,13 @@ class SnakemakeView:
         jobs = {Path(f).name for f in (os.path.abspath(f) for f in files)
                 if f.startswith(prefix)}
         return every, jobs
+
+    def replace_setting(self, job: str) -> str:
+        """The job's environment setting that lets a forced run (-F, -R, -f on its marker)
+        replace the result already stored for the same input state, which the job keeps
+        otherwise (exactly once: the first result for an input state stays)."""
+        every, forced = self._forced()
+        return f"{REPLACE_ENV}={'1' if every or job in forced else ''}"
 
     @cached_property
     def needed(self) -> dict[str, str]:

@@ -127,17 +127,20 @@ class StoreView:
     wanted_state: str | None  # what the newest published plan wants; None: not known
 
 
-def superseded_by(mine: str, view: StoreView) -> str | None:
+def superseded_by(mine: str, view: StoreView, replace: bool = False) -> str | None:
     """Why an attempt on input state ``mine`` must not reach the store, or None.
 
     An attempt is stale when the newest plan wants another input state (or no
     longer has the job); a result for the same input state already merged or
     on the branch stays (the first one wins: a late duplicate would replace a
-    result that others may already have checked, or fail the next merge).
+    result that others may already have checked, or fail the next merge) unless
+    the user forced this attempt to replace it (``replace``).
     """
     if view.wanted_state is not None and view.wanted_state != mine:
         wanted = view.wanted_state or "nothing (the job left the plan)"
         return f"the newest plan wants input {wanted}"
+    if replace:
+        return None
     if view.merged_state == mine:
         return f"a result for input {mine} is already merged"
     if view.tip and view.tip_state == mine:
@@ -240,7 +243,7 @@ def push(args: argparse.Namespace) -> int:
     try:
         for _ in range(3):
             view = read_store(store, job_id, args.main, args.plan_commit)
-            why = superseded_by(args.input_state, view)
+            why = superseded_by(args.input_state, view, args.replace == "1")
             if why:
                 print(why)
                 return SUPERSEDED
@@ -286,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                  "main"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--timeout", type=float, required=True)
+    p.add_argument("--replace", default="", help="1: replace a result for the same input "
+                   "state (a forced run)")
     i = sub.add_parser("install", help="install the datasets of PATHS with git, get them")
     i.add_argument("--store", action="append", required=True,
                    help="a store the job may install from and enable (repeatable)")

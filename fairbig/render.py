@@ -98,7 +98,7 @@ def contract_values() -> dict[str, object]:
             "job_branch": contract.JOB_BRANCH, "message_format": contract.job_message_printf(),
             "cancel_mark": contract.CANCEL_MARK, "job_workdir": contract.JOB_WORKDIR,
             "workdir_fallback": contract.WORKDIR_FALLBACK,
-            "superseded_exit": SUPERSEDED}
+            "superseded_exit": SUPERSEDED, "replace_env": contract.REPLACE_ENV}
 
 
 def job_body(ctx: JobContext) -> str:

@@ -33,8 +33,8 @@ def load_generator(example: str = "ukb-mini"):
 
 
 # gpg-agent's sockets live in GNUPGHOME where there is no /run/user/UID (here, and on
-# compute nodes), and gpg-agent takes a socket path of at most 106 bytes: a key home under a deep TMPDIR
-# (pytest's tmp_path) leaves gpg unable to decrypt. Key homes live under /tmp instead.
+# compute nodes), and it takes a socket path of at most 106 bytes: a key home under a
+# deep TMPDIR (pytest's tmp_path) leaves gpg unable to decrypt. Key homes live in /tmp.
 _GPG_ROOT: Path | None = None
 
 

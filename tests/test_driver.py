@@ -77,6 +77,10 @@ def test_a_forced_marker_brings_a_merged_job_back_and_renames_the_merge(tmp_path
     assert forced.everything() == [forced.merged()] != plain.everything()
     every = view(tmp_path, [], merged=["a", "b"], settings=Settings(forceall=True))
     assert sorted(every.needed) == ["a", "b"]
+    # a forced job may replace its stored result; the others keep theirs
+    assert [forced.replace_setting(j) for j in "ab"] == ["FAIRBIG_REPLACE=", "FAIRBIG_REPLACE=1"]
+    assert plain.replace_setting("b") == "FAIRBIG_REPLACE="
+    assert every.replace_setting("a") == "FAIRBIG_REPLACE=1"
 
 
 def test_unmerged_branches_alone_ask_for_a_merge(tmp_path):

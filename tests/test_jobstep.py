@@ -116,6 +116,15 @@ def test_superseded_by(view, why):
     assert superseded_by("s1", view) == why
 
 
+def test_a_forced_attempt_replaces_the_result_for_its_input_state_only():
+    """Snakemake -R (replace): the same input state's result gives way; a newer plan's
+    does not, forced or not."""
+    for same in (StoreView("", "", "s1", "s1"), StoreView("t1", "s1", "", "s1")):
+        assert superseded_by("s1", same) and superseded_by("s1", same, replace=True) is None
+    newer = StoreView("t2", "s2", "s1", "s2")
+    assert superseded_by("s1", newer, replace=True) == "the newest plan wants input s2"
+
+
 def test_push_lock_wait_is_logged_then_times_out(tmp_path, monkeypatch, capsys):
     lock = tmp_path / "fairbig-push.lock"
     lock.write_text("2026-01-01T00:00:00Z (job 9 on node7, pid 1)\n")

@@ -160,10 +160,6 @@ def test_host_workflow_imports_module_and_consumes_a_result(analysis, ukb_input,
 
 
 @pytest.mark.long
-@pytest.mark.xfail(strict=True, reason="issue 16 open: Snakemake deletes the marker of a forced "
-                   "job before it runs, so the job cannot tell a force from a lost marker; the "
-                   "exactly-once rule keeps the merged result for the same input state and the "
-                   "attempt ends 'superseded, nothing pushed'")
 def test_forcing_one_job_gets_its_new_branch_merged(analysis, ukb_input, tmp_path):
     ana = analysis
     victim = ukb_input["ids"][1]

@@ -248,7 +248,8 @@ begin push-branch
 rc=0
 why=$(jobstep push --store "$output_url" --remote "$output_remote" --lock-file "$lock_file" \
       --job-id "$job_id" --input-state "$input_state" --plan-commit "$plan_commit" \
-      --main "$main_branch" --timeout "$push_lock_timeout") || rc=$?
+      --main "$main_branch" --timeout "$push_lock_timeout" \
+      --replace "${FAIRBIG_REPLACE:-}") || rc=$?
 if [ "$rc" -eq 10 ]; then
     final=superseded
     detail=$why
