@@ -82,7 +82,12 @@ def new_token() -> str:
     return f"fairbig-{secrets.token_hex(6)}"
 
 
-RECORDS_CACHE = ".records-cache.json"
+def records_cache(state_dir: Path) -> Path:
+    """The readers' cache of the job records: beside the state directory, not in it,
+    where every ``*.json`` is one job's record (for scripts that read them too)."""
+    return state_dir.with_name(f"{state_dir.name}-records-cache.json")
+
+
 # a record written this close to a read may change again within the file system's
 # time stamp granularity without its (inode, mtime, size) changing: never cached
 _SETTLED_NS = 2_000_000_000
@@ -115,14 +120,14 @@ def read_records(state_dir: Path) -> dict[str, JobRecord]:
 
     At 42k jobs opening and parsing every record costs seconds of CPU on each
     ``status``/``report``/``export``, so the records of the last read are kept in
-    ``RECORDS_CACHE`` and only files whose (inode, mtime, size) changed are read
+    ``records_cache(state_dir)`` and only files whose (inode, mtime, size) changed are read
     again. Writers replace a record by rename (a new inode), and records younger
     than ``_SETTLED_NS`` are never cached, so a cached record is the file's content.
     """
     out: dict[str, JobRecord] = {}
     if not state_dir.is_dir():
         return out
-    cache_path = state_dir / RECORDS_CACHE
+    cache_path = records_cache(state_dir)
     cache = _load_cache(cache_path)
     kept: dict[str, list] = {}
     settled = time.time_ns() - _SETTLED_NS

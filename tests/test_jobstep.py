@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fairbig import jobstep
-from fairbig.jobstate import RECORDS_CACHE, JobRecord, read_records
+from fairbig.jobstate import JobRecord, read_records, records_cache
 from fairbig.jobstep import StoreView, output_problem, superseded_by
 
 
@@ -34,8 +34,9 @@ def test_record_with_quote_in_workdir_is_valid_json(tmp_path):
     assert (rec.status, rec.step, rec.pid, rec.started, rec.workdir) == (
         "running", "get", 42, 100, workdir)
     assert rec.updated >= int(time.time()) - 60
-    # no temp left (the readers' cache aside)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != RECORDS_CACHE]
+    # nothing but the record in the state directory (the readers' cache is beside it)
+    assert [p.name for p in tmp_path.iterdir()] == ["1.json"]
+    assert records_cache(tmp_path).parent == tmp_path.parent
 
 
 def test_record_superseded_carries_why(tmp_path):
@@ -66,7 +67,7 @@ def test_read_records_rereads_only_changed_records(tmp_path):
                                                      0, 5, "w"))
     (tmp_path / "3.json").unlink()
     assert read_records(tmp_path) == {"1": old["1"], "2": done}
-    (tmp_path / RECORDS_CACHE).write_text("{not json")  # a broken cache costs a full read
+    records_cache(tmp_path).write_text("{not json")  # a broken cache costs a full read
     assert read_records(tmp_path)["1"].step == "run"
 
 
