@@ -414,9 +414,9 @@ def test_encryption_at_rest_marker_nowhere_in_store(contention, tmp_path, lab_ke
 
 # step: (job, tool on the job's PATH, its arguments, when the tool holds the job there)
 KILL_AT = {
-    "clone": ("sub-01", "datalad", "clone", "before"),
+    "clone": ("sub-01", "git", "clone -q --no-checkout -c", "before"),
     "checkout": ("sub-02", "gpg", "--batch --quiet --import", "before"),
-    "get": ("sub-03", "datalad", "get", "before"),
+    "get": ("sub-03", "git", "annex get", "before"),  # fairbig.jobinstall's get
     "run": ("sub-04", "sh", "containers/fairbig-container", "before"),  # in datalad run
     "push-content": ("sub-05", "git-annex", "copy", "after"),    # content in, no branch yet
     "push-branch": ("sub-06", "git", "push", "before"),  # killed holding the push lock
