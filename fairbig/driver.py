@@ -146,8 +146,10 @@ class SnakemakeView:
             path = base / f"again-{n}" / job
         return str(path)
 
+    @cached_property
     def _forced(self) -> tuple[bool, set[str]]:
-        """-F, -R <job rule>, and marker files given to -R or to -f as targets."""
+        """-F, -R <job rule>, and marker files given to -R or to -f as targets (read once:
+        every job's rule asks for its replace setting)."""
         ds = getattr(self.workflow, "dag_settings", None)
         if ds is None:
             return False, set()
@@ -162,13 +164,13 @@ class SnakemakeView:
         """The job's environment setting that lets a forced run (-F, -R, -f on its marker)
         replace the result already stored for the same input state, which the job keeps
         otherwise (exactly once: the first result for an input state stays)."""
-        every, forced = self._forced()
+        every, forced = self._forced
         return f"{REPLACE_ENV}={'1' if every or job in forced else ''}"
 
     @cached_property
     def needed(self) -> dict[str, str]:
         """Job -> marker of every job this start must run."""
-        every, forced = self._forced()
+        every, forced = self._forced
         p = self.progress
         ids = [*p.todo, *p.unmerged, *p.merged] if every else [*p.todo, *sorted(forced)]
         return {j: self.marker(j, forced=every or j in forced) for j in dict.fromkeys(ids)}

@@ -67,10 +67,11 @@ def agent_socket_problem() -> str | None:
     if res.returncode != 0 or not res.stdout.strip():
         return None
     longest = Path(res.stdout.strip()) / LONGEST_SOCKET
-    if len(str(longest).encode()) <= SOCKET_PATH_MAX:
+    size = len(str(longest).encode())
+    if size <= SOCKET_PATH_MAX:
         return None
-    return (f"gpg-agent cannot start: its socket {longest} is {len(str(longest).encode())} "
-            f"bytes, over the {SOCKET_PATH_MAX} gpg-agent accepts for a socket path")
+    return (f"gpg-agent cannot start: its socket {longest} is {size} bytes, over the "
+            f"{SOCKET_PATH_MAX} gpg-agent accepts for a socket path")
 
 
 SHORTER_HOME_HINT = ("give GNUPGHOME a short path, e.g. ln -s \"$GNUPGHOME\" /tmp/gnupg-$USER "
