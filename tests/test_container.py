@@ -63,6 +63,23 @@ def test_build_is_deterministic(tmp_path: Path, image: Path):
     assert {"./proc/", "./dev/", "./tmp/", "./work/"} <= set(names)
 
 
+def test_build_survives_a_busybox_that_writes_its_list_slowly(tmp_path: Path):
+    """CI at 75addfa: `busybox --list | grep -qx unzip` under pipefail failed at random
+    (grep leaves at its match, busybox's next write dies of SIGPIPE). A busybox that
+    writes each applet name apart, slowly, makes that race certain."""
+    slow = tmp_path / "busybox"
+    slow.write_text("#!/bin/sh\nfor a in sh unzip zcat; do echo $a; sleep 0.2; done\n")
+    slow.chmod(0o755)
+    out = tmp_path / "img.tar"
+    run = subprocess.run([str(REPO / "containers" / "build-image"), str(out)],
+                         env={**os.environ, "BUSYBOX": str(slow)}, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    names = subprocess.run(["tar", "-tf", str(out)], check=True, capture_output=True,
+                           text=True).stdout.split()
+    assert {"./bin/busybox", "./bin/unzip", "./bin/zcat"} <= set(names)
+
+
 # -- the wrapper ----------------------------------------------------------------------
 
 def test_writes_into_cwd_and_hides_the_host(tmp_path: Path, image: Path):
