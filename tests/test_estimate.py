@@ -1,9 +1,10 @@
 """The pilot run (``fairbig submit --pilot N``) and its estimate of the whole computation.
 
 Unit tests of the pure parts (fairbig/estimate.py), then one run of the real thing on
-the local backend: a pilot of 3 on an analysis of 6 ukb-mini subjects (two with a
-second imaging visit), the estimate, the full submit of the other 3, the merge, a
-rerun of a pilot job, and the estimate against the measured totals.
+the local backend and one on the real SLURM cluster (the long layer): a pilot of 3 on
+an analysis of 6 ukb-mini subjects (two with a second imaging visit), the estimate,
+the full submit of the other 3, the merge, a rerun of a pilot job, and the estimate
+against the measured totals.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from fairbig import config as cfgmod
 from fairbig.commands.estimate import pilot_file, read_pilot, record_pilot, withdraw_pilot
 from fairbig.dataset import Analysis
 from fairbig.estimate import Spread, estimate, pick_pilot, waves
 from fairbig.jobtable import Job
 
-from .conftest import fairbig, init_analysis, load_generator, status
+from .conftest import BIN, fairbig, init_analysis, load_generator, status, wait_idle
 
 # The measured totals of the e2e run must lie within this factor of the estimate's
 # mean: each job here does the same work on inputs of 2 or 4 records, so the spread
@@ -122,15 +124,36 @@ def test_pilot_file_adds_and_takes_back_jobs(tmp_path):
     assert not pilot_file(a).exists()
 
 
-@pytest.fixture(scope="module")
-def six(tmp_path_factory, image, lab_key):
-    """An analysis of 6 ukb-mini subjects (the 3rd and 6th with a second visit)."""
-    base = tmp_path_factory.mktemp("pilot")
+@pytest.fixture(scope="module", params=[
+    "local", pytest.param("slurm", marks=[pytest.mark.slurm, pytest.mark.long])])
+def six(request, tmp_path_factory, image, lab_key):
+    """An analysis of 6 ukb-mini subjects (the 3rd and 6th with a second visit), on the
+    local backend or on the test SLURM cluster with 2 jobs at once (its 2 cores)."""
+    base = tmp_path_factory.mktemp(f"pilot-{request.param}")
     store = f"ria+file://{base}/input-store"
     ids = load_generator().generate(base / "ukb", 6, 7, store)
     ana = init_analysis(base, {"url": f"{store}#~ukb"}, image, lab_key)
+    if request.param == "slurm":
+        from .slurm_cluster import ensure_slurm, slurm_available
+
+        if not slurm_available():
+            pytest.skip("needs root on Linux to start the test cluster")
+        ensure_slurm(None)
+        cfgmod.update_file(ana / "fairbig.yaml", {"backend.name": "slurm",
+                                                   "backend.slurm.mem": "300M",
+                                                   "backend.slurm.throttle": 2})
+        subprocess.run([str(BIN / "datalad"), "save", "-m", "slurm settings"], cwd=ana,
+                       check=True, capture_output=True)
     fairbig("plan", cwd=ana)
-    return {"ana": ana, "ids": ids}
+    return {"ana": ana, "ids": ids, "backend": request.param}
+
+
+def submit_and_wait(six: dict, *args: str) -> dict:
+    """``fairbig submit --json``; on a scheduler, wait until its jobs have finished."""
+    out = json.loads(fairbig("submit", "--json", *args, cwd=six["ana"]).stdout)
+    if six["backend"] != "local":
+        wait_idle(six["ana"], timeout=600)
+    return out
 
 
 @pytest.mark.slow
@@ -145,20 +168,22 @@ def test_estimate_without_a_pilot_is_one_line(six):
 @pytest.mark.slow
 def test_pilot_then_full_run_every_job_once_estimate_holds(six):
     ana, ids = six["ana"], six["ids"]
-    pilot = json.loads(fairbig("submit", "--pilot", "3", "--json", cwd=ana).stdout)
+    pilot = submit_and_wait(six, "--pilot", "3")
     runs = [span(ana, pilot["submitted"])]
     assert pilot["pilot"] and len(pilot["submitted"]) == 3
     assert pilot["submitted"] != ids[:3]
     assert set(pilot["submitted"]) & {ids[2], ids[5]}, pilot   # a subject with 2 visits
     assert set(pilot["submitted"]) & (set(ids) - {ids[2], ids[5]}), pilot
-    est = pilot["estimate"]
+    est = json.loads(fairbig("estimate", "--json", cwd=ana).stdout)
+    # a local pilot has run when submit returns and prints the estimate itself
+    assert pilot.get("estimate", est) == est
+    assert ("estimate" in pilot) == (six["backend"] == "local")
     assert est["pilot_jobs"] == 3 and est["jobs"] == 6 and est["remaining"] == 3
     rep = status(ana)
     assert rep["pilot"] == pilot["submitted"] and rep["counts"]["done"] == 3
     assert "pilot run: 3 job(s)" in fairbig("status", cwd=ana).stdout
-    assert json.loads(fairbig("estimate", "--json", cwd=ana).stdout) == est
 
-    full = json.loads(fairbig("submit", "--json", cwd=ana).stdout)
+    full = submit_and_wait(six)
     assert not full["pilot"]
     runs.append(span(ana, full["submitted"]))
     assert sorted(full["submitted"]) == sorted(set(ids) - set(pilot["submitted"]))
@@ -172,8 +197,8 @@ def test_pilot_then_full_run_every_job_once_estimate_holds(six):
             (ana / ".fairbig" / "work" / "submissions.jsonl").read_text().splitlines()]
     assert sorted(subs) == sorted(ids)
 
-    # measured totals against the pilot's estimate (1 job at a time would be the
-    # local jobs setting; here: the cores, as the estimate assumed)
+    # measured totals against the pilot's estimate (at the jobs at once it assumed:
+    # locally the cores, on SLURM the throttle of 2)
     totals = [u["job"] for u in rep["usage"].values()]
     cpu_h = sum(t["cpu_s"] for t in totals) / 3600
     peak = max(t["max_rss_mb"] for t in totals)
@@ -184,7 +209,7 @@ def test_pilot_then_full_run_every_job_once_estimate_holds(six):
     assert (est["wall_per_job_s"]["mid"] / FACTOR <= wall_per_job
             <= est["wall_per_job_s"]["mid"] * FACTOR), (wall_per_job, est["wall_per_job_s"])
     # the whole computation: the two submits' runs, each from its first job's start to
-    # its last job's end, at the local backend's jobs at once the estimate assumed
+    # its last job's end, at the backend's jobs at once the estimate assumed
     wall_h = sum(runs) / 3600
     assert est["wall_hours"]["mid"] / FACTOR <= wall_h <= est["wall_hours"]["mid"] * FACTOR, \
         (wall_h, est["wall_hours"])
@@ -196,7 +221,8 @@ def test_pilot_then_full_run_every_job_once_estimate_holds(six):
         (stored_mb, est["results_mb"])
     final = json.loads(fairbig("estimate", "--json", cwd=ana).stdout)
     assert final["results_mb"] == est["results_mb"]     # the same pilot jobs, now merged
-    print(f"estimate {json.dumps(est)}\nmeasured: CPU-h {cpu_h:.4f}, peak {peak:.0f} MB, "
+    print(f"{six['backend']} estimate {json.dumps(est)}\n"
+          f"measured: CPU-h {cpu_h:.4f}, peak {peak:.0f} MB, "
           f"wall per job {wall_per_job:.1f} s, wall {wall_h:.4f} h, pushes/min {pushes:.2f}, "
           f"results {stored_mb:.4f} MB")
 
