@@ -233,7 +233,8 @@ def run_jobs(ana: Path, base: Path, n: int, throttle: int, poll_s: float,
     require(finished, f"jobs still queued or running after {timeout_s:.0f} s: {c}")
     failed = {k: v for k, v in c.items() if k != "done" and v}
     require(not failed, f"not every job is done: {c} (fairbig status -C {ana})")
-    require(not polls.bad, f"{len(polls.bad)} status poll(s) broke a rule, first: {polls.bad[0]}")
+    if polls.bad:
+        raise Failed(f"{len(polls.bad)} status poll(s) broke a rule, first: {polls.bad[0]}")
     most_squeue = max(sampler.samples, default=0)
     require(not throttle or most_squeue <= throttle,
             f"squeue showed {most_squeue} tasks running (throttle {throttle})")
