@@ -12,8 +12,6 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from html import escape
-from itertools import repeat
-from operator import sub, truediv
 
 WIDTH, HEIGHT = 560, 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 44
@@ -101,8 +99,7 @@ def bins(values: Sequence[float], count: int = 30) -> tuple[list[str], list[int]
         return [], []
     lo, hi = min(0.0, min(values)), max(values)
     width = (hi - lo) / count or 1.0
-    # int((v - lo) / width) for every value, in C (42k values a histogram)
-    found = Counter(map(int, map(truediv, map(sub, values, repeat(lo)), repeat(width))))
+    found = Counter(int((v - lo) / width) for v in values)
     counts = [found.get(i, 0) for i in range(count)]
     counts[-1] += found.get(count, 0)  # the maximum itself
     return [_num(lo + i * width) for i in range(count)], counts

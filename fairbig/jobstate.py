@@ -165,21 +165,21 @@ def read_records(state_dir: Path) -> dict[str, JobRecord]:
                     continue
                 try:
                     st = entry.stat()
-                    hit = cache.get(name)
-                    if (hit is not None and hit[0] == st.st_ino and hit[1] == st.st_mtime_ns
-                            and hit[2] == st.st_size):
-                        values = hit[3]
-                        rec = JobRecord(*values)
+                    row = cache.get(name)
+                    if (row is not None and row[0] == st.st_ino and row[1] == st.st_mtime_ns
+                            and row[2] == st.st_size):
+                        rec = JobRecord(*row[3])
                     else:
                         changed = True
                         with open(entry.path) as f:
                             rec = JobRecord(**json.load(f))
-                        values = tuple(getattr(rec, k) for k in _FIELDS)
+                        row = (st.st_ino, st.st_mtime_ns, st.st_size,
+                               tuple(getattr(rec, k) for k in _FIELDS))
                     out[rec.job_id] = rec
                 except (OSError, ValueError, TypeError, KeyError, IndexError):
                     continue
                 if st.st_mtime_ns < settled:
-                    kept[name] = (st.st_ino, st.st_mtime_ns, st.st_size, values)
+                    kept[name] = row
                 else:
                     changed = True
         if changed or len(kept) != len(cache):

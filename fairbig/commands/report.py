@@ -32,7 +32,6 @@ from ..proc import run
 from ..states import PROBLEM_STATES, STATES, StatusReport
 from .estimate import current_estimate, read_pilot
 from .status import current_status
-from .submit import backend_for
 
 MERGE_LOG = "merges.jsonl"   # in the analysis' work dir: one line per writing merge
 BUCKETS = 48                 # columns of the throughput charts
@@ -146,6 +145,8 @@ def gather(a: Analysis) -> ReportData:
     pilot = read_pilot(a)
     est = None
     if pilot:
+        from .submit import backend_for  # jinja2 and the templates: only for a pilot
+
         with contextlib.suppress(FairbigError):   # none finished yet: the page says so
             est = current_estimate(a, rep, backend_for(a, None))
     return ReportData(str(a.root), rep, exp, provenance(a), merge_history(a),
