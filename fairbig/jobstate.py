@@ -140,6 +140,20 @@ def _save_cache(path: Path, rows: CacheRows) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _read(path: str, size: int) -> bytes:
+    """A small file's bytes in one read of its size as stat saw it (a text-mode
+    ``open`` costs twice that: 42k records on a report without the cache)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunk = data = os.read(fd, size + 1)
+        while chunk and len(data) > size:  # it grew since: read on to its end
+            chunk = os.read(fd, 1 << 16)
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
 def read_records(state_dir: Path) -> dict[str, JobRecord]:
     """All job records; unreadable ones (a job killed mid-write) are skipped.
 
@@ -171,8 +185,7 @@ def read_records(state_dir: Path) -> dict[str, JobRecord]:
                         rec = JobRecord(*row[3])
                     else:
                         changed = True
-                        with open(entry.path) as f:
-                            rec = JobRecord(**json.load(f))
+                        rec = JobRecord(**json.loads(_read(entry.path, st.st_size)))
                         row = (st.st_ino, st.st_mtime_ns, st.st_size,
                                tuple(getattr(rec, k) for k in _FIELDS))
                     out[rec.job_id] = rec
