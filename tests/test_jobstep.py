@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -68,6 +69,33 @@ def test_read_records_rereads_only_changed_records(tmp_path):
     (tmp_path / "3.json").unlink()
     assert read_records(tmp_path) == {"1": old["1"], "2": done}
     records_cache(tmp_path).write_text("{not json")  # a broken cache costs a full read
+    assert read_records(tmp_path)["1"].step == "run"
+
+
+def test_records_cache_of_another_format_is_rebuilt(tmp_path):
+    """A cache the reader cannot use (the JSON cache of earlier versions, a marshal of
+    other record fields) is ignored, never believed, and replaced (issue 21: the JSON
+    cache cost 1.5 CPU-s to decode at 42,715 jobs)."""
+    rec = JobRecord("1", "running", "get", None, "h", 1, "b", 0, 0, "w")
+    jobstep.write_record(tmp_path, rec)
+    path = tmp_path / "1.json"
+    settled = time.time() - 60
+    os.utime(path, (settled, settled))
+    st = path.stat()
+    stale = json.dumps({"1.json": [st.st_ino, st.st_mtime_ns, st.st_size,
+                                   {**rec.__dict__, "step": "stale"}]})
+    old_json = records_cache(tmp_path).with_suffix(".json")
+    for cache in (records_cache(tmp_path), old_json):
+        cache.write_text(stale)
+    assert read_records(tmp_path) == {"1": rec}
+    assert not old_json.exists()  # the old format's file is removed, not left beside
+    # the rebuilt cache is used: the same (inode, mtime, size) with other bytes reads cached
+    path.write_text(path.read_text().replace('"get"', '"run"'))
+    os.utime(path, (settled, settled))
+    assert read_records(tmp_path)["1"].step == "get"
+    head = ("fairbig records cache", 1, ("job_id",))  # a cache of other record fields
+    records_cache(tmp_path).write_bytes(marshal.dumps((head, {"1.json": (
+        st.st_ino, st.st_mtime_ns, st.st_size, ("1",))})))
     assert read_records(tmp_path)["1"].step == "run"
 
 

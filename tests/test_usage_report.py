@@ -158,3 +158,25 @@ def test_report_opens_in_a_browser_without_network(burnt):
         assert f'id="{section}"' in dom.stdout
     assert burnt["job"] in dom.stdout
     assert time.monotonic() - start < 120
+
+
+def test_throughput_counts_ends_before_starts_and_carries_running_jobs():
+    """The running-at-once line of the report (issue 21: computed by bisecting sorted
+    start and end times, no longer event by event): a job ending in the second another
+    starts is not counted twice, a bucket without events shows what ran on through it,
+    a job still running counts until the end."""
+    from fairbig.commands.report import throughput
+    from fairbig.jobstate import JobRecord
+
+    def rec(j: str, status: str, started: int, updated: int) -> JobRecord:
+        return JobRecord(j, status, "finished", 0, "h", 1, "b", started, updated, "w")
+
+    records = {"a": rec("a", "done", 0, 10), "b": rec("b", "done", 10, 20),
+               "c": rec("c", "running", 5, 6), "d": rec("d", "failed", 100, 100)}
+    labels, series, running, width = throughput(records, {"a": "merged"})
+    at = [int(t // width) for t in (0, 5, 10, 20, 50, 100)]
+    # d ended in the second it started: ends count first, it never ran alongside c
+    assert [running[i] for i in at] == [1, 2, 2, 2, 1, 1]
+    assert len(labels) == len(running) and at[-1] == len(running) - 1
+    assert {s: sum(v) for s, v in series.items()} == {"done": 1, "failed": 1, "merged": 1}
+    assert series["merged"][at[2]] == 1 and series["failed"][-1] == 1
