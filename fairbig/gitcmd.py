@@ -98,6 +98,12 @@ class Entry(NamedTuple):
     sha: str
     path: str
 
+    def record(self) -> tuple[bytes, bytes]:
+        """``(<mode> SP <type> SP <sha>, <path>)`` as ``ls-tree -z`` writes them, for
+        readers of :func:`ls_tree_batches` records fed from elsewhere too."""
+        return f"{self.mode} {self.type} {self.sha}".encode(), self.path.encode(
+            "utf-8", "surrogateescape")
+
 
 def parse_ls_tree(recs: Iterable[bytes]) -> Iterator[Entry]:
     """Entries of ``ls-tree -z`` output split at NUL: ``<mode> SP <type> SP <sha> TAB <path>``."""
@@ -109,14 +115,39 @@ def parse_ls_tree(recs: Iterable[bytes]) -> Iterator[Entry]:
         yield Entry(mode, typ, sha, path_of(path))
 
 
+def _ls_tree_args(treeish: str, paths: Sequence[str], recursive: bool,
+                  trees: bool) -> list[str]:
+    return ["--literal-pathspecs", "ls-tree", "-z", "--full-tree",
+            *(["-r"] if recursive else []), *(["-t"] if trees else []), treeish,
+            *(["--", *paths] if paths else [])]
+
+
 def ls_tree(git_dir: Path | str, treeish: str, *paths: str, recursive: bool = False,
             trees: bool = False) -> Iterator[Entry]:
     """Entries of ``treeish`` (below ``paths``, if given), streamed from one process;
     ``trees`` lists the folders of a recursive listing too (``-t``)."""
-    args = ["--literal-pathspecs", "ls-tree", "-z", "--full-tree",
-            *(["-r"] if recursive else []), *(["-t"] if trees else []), treeish,
-            *(["--", *paths] if paths else [])]
-    return parse_ls_tree(records(git_dir, args))
+    return parse_ls_tree(records(git_dir, _ls_tree_args(treeish, paths, recursive, trees)))
+
+
+def ls_tree_batches(git_dir: Path | str, treeish: str, recursive: bool = False,
+                    trees: bool = False) -> Iterator[list[bytes]]:
+    """The raw ``ls-tree -z`` records (``<mode> SP <type> SP <sha> TAB <path>``) of
+    ``treeish``, a list per chunk of output as it arrives. For whole-dataset listings
+    (600k records for a plan of 85k BIDS jobs) whose reader groups records by path:
+    splitting a chunk is one C call, and no :class:`Entry` is made for records it skips."""
+    return split_batches(stream(git_dir, _ls_tree_args(treeish, (), recursive, trees)))
+
+
+def split_batches(chunks: Iterable[bytes], sep: bytes = b"\0") -> Iterator[list[bytes]]:
+    """``sep``-terminated records from chunks cut anywhere, a list per chunk (empty
+    records dropped)."""
+    rest = b""
+    for chunk in chunks:
+        *done, rest = (rest + chunk).split(sep)
+        if done := list(filter(None, done)):
+            yield done
+    if rest:
+        yield [rest]
 
 
 def parse_tree_object(body: bytes) -> Iterator[Entry]:

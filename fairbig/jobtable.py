@@ -29,7 +29,7 @@ from .bids import (
     state,
 )
 from .errors import FairbigError
-from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree
+from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches, path_of
 from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
 
@@ -181,24 +181,63 @@ class BidsOptions:
     required_files: tuple[str, ...] = ()
 
 
+_TREE, _GITLINK = TREE.encode(), GITLINK.encode()
+
+
+def _sha(meta: bytes) -> str:
+    """The object id of an ``ls-tree`` record's ``<mode> SP <type> SP <sha>`` part."""
+    return meta[meta.rindex(b" ") + 1:].decode()
+
+
 @dataclass
 class _Subject:
-    """One ``sub-*`` folder or subdataset: its files and folders relative to it."""
+    """One ``sub-*`` folder or subdataset: what a plan needs of its files and folders
+    (paths relative to it), filled from raw ``ls-tree`` records, since a plan of 85k
+    session jobs reads 600k of them."""
 
     path: str
-    sha: str                                            # tree, or commit of a subdataset
-    files: dict[str, str] = field(default_factory=dict)   # path -> blob
-    trees: dict[str, str] = field(default_factory=dict)   # path -> tree
+    sha: str                                                # tree, or commit of a subdataset
+    subdataset: bool = False
+    files: list[str] = field(default_factory=list)          # every file below it
+    own: dict[str, str] = field(default_factory=dict)       # its folder's files -> blob
+    sessions: dict[str, str] = field(default_factory=dict)  # ses-X folder -> tree
     below: dict[str, list[str]] = field(default_factory=dict)  # ses-X -> files below it
 
-    def add(self, mode: str, sha: str, rel: str) -> None:
-        if mode == TREE:
-            self.trees[rel] = sha
+    def add(self, meta: bytes, rel: bytes) -> None:
+        """One record: ``meta`` is ``<mode> SP <type> SP <sha>``, ``rel`` its path."""
+        if meta.startswith(_TREE):
+            if rel.startswith(b"ses-") and b"/" not in rel:
+                self.sessions[path_of(rel)] = _sha(meta)
             return
-        self.files[rel] = sha
-        first, _, rest = rel.partition("/")
-        if rest and first.startswith("ses-"):
+        path = path_of(rel)
+        self.files.append(path)
+        first, sep, rest = path.partition("/")
+        if not sep:
+            self.own[path] = _sha(meta)
+        elif first.startswith("ses-"):
             self.below.setdefault(first, []).append(rest)
+
+
+def _bids_tree(sub_git: Path, commit: str) -> tuple[dict[str, str], list[_Subject]]:
+    """The top-level files (path -> blob) and the ``sub-*`` folders and subdatasets of
+    a BIDS dataset, from one recursive ``ls-tree`` read as bytes: a record is cut once
+    at its tab and once at its first ``/`` to find its subject; the files of subject
+    subdatasets are not in it (:func:`_read_subdataset` adds them)."""
+    top: dict[str, str] = {}
+    subjects: dict[bytes, _Subject] = {}
+    for batch in ls_tree_batches(sub_git, commit, recursive=True, trees=True):
+        for rec in batch:
+            meta, _, path = rec.partition(b"\t")
+            first, sep, rest = path.partition(b"/")
+            if sep:
+                if (sub := subjects.get(first)) is not None:
+                    sub.add(meta, rest)
+            elif first.startswith(b"sub-") and meta.startswith((_TREE, _GITLINK)):
+                subjects[first] = _Subject(path_of(first), _sha(meta),
+                                           meta.startswith(_GITLINK))
+            elif not meta.startswith(_TREE):
+                top[path_of(first)] = _sha(meta)
+    return top, list(subjects.values())
 
 
 def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
@@ -206,21 +245,13 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     """Units of a BIDS dataset (``sub-*`` folders or subdatasets) with what each owns and
     inherits, from one recursive ``ls-tree`` (plus one per subject subdataset)."""
     out = Layout("bids")
-    top: dict[str, str] = {}
+    top, found = _bids_tree(sub_git, commit)
     subjects: dict[str, _Subject] = {}
-    for e in ls_tree(sub_git, commit, recursive=True, trees=True):
-        first, _, rest = e.path.partition("/")
-        if rest:
-            if first in subjects:
-                subjects[first].add(e.mode, e.sha, rest)
-        elif e.mode in (TREE, GITLINK) and first.startswith("sub-"):
-            subjects[first] = _Subject(first, e.sha)
-            if e.mode == GITLINK and not _read_subdataset(input_root, sub_git, e,
-                                                          subjects[first]):
-                out.skipped[first] = "subject subdataset's tree unreadable (install it)"
-                del subjects[first]
-        elif e.mode != TREE:
-            top[first] = e.sha
+    for sub in found:
+        if sub.subdataset and not _read_subdataset(input_root, sub_git, sub):
+            out.skipped[sub.path] = "subject subdataset's tree unreadable (install it)"
+        else:
+            subjects[sub.path] = sub
     if EMPTYROOM in subjects and not opts.emptyroom:
         del subjects[EMPTYROOM]
         out.skipped[EMPTYROOM] = ("MEG empty-room recordings (inputs.bids_emptyroom: true "
@@ -230,17 +261,16 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     top_rules = Inheritance(inheritable(top.items()))
     with_sessions = 0
     for sub in subjects.values():
-        sessions = sorted(t for t in sub.trees if "/" not in t and t.startswith("ses-"))
+        sessions = sorted(sub.sessions)
         with_sessions += bool(sessions)
         participant = (f"participants:{rows.get(sub.path, '-')}",) if rows is not None else ()
         if by == "subject" or not sessions:
             if by == "session":
                 out.sessionless.append(sub.path)
-            parts = [(sub.path, "", sub.sha, sub.path, list(sub.files), ())]
+            parts = [(sub.path, "", sub.sha, sub.path, sub.files, ())]
         else:
-            local = inheritable(((f, sha) for f, sha in sub.files.items() if "/" not in f),
-                                f"{sub.path}/")
-            parts = [(sub.path, ses, sub.trees[ses], f"{sub.path}/{ses}",
+            local = inheritable(sub.own.items(), f"{sub.path}/")
+            parts = [(sub.path, ses, sub.sessions[ses], f"{sub.path}/{ses}",
                       sub.below.get(ses, []), local) for ses in sessions]
         for subject, session, own, folder, files, local in parts:
             jid = f"{subject}_{session}" if session else subject
@@ -255,10 +285,10 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     return out
 
 
-def _read_subdataset(input_root: Path, sub_git: Path, link: Entry, into: _Subject) -> bool:
-    entries = _subject_tree(input_root, sub_git, link)
+def _read_subdataset(input_root: Path, sub_git: Path, sub: _Subject) -> bool:
+    entries = _subject_tree(input_root, sub_git, Entry(GITLINK, "commit", sub.sha, sub.path))
     for e in entries or ():
-        into.add(e.mode, e.sha, e.path)
+        sub.add(*e.record())
     return entries is not None
 
 
@@ -324,18 +354,29 @@ def job_id(unit: Unit) -> str:
     return f"{unit.subject}_{unit.session}" if unit.session else unit.subject
 
 
+def command_template(command: str) -> str:
+    """``command`` as a ``str.format`` template of the placeholders fairbig fills per
+    job, every other brace doubled so it reaches the job as written (``${x}`` for the
+    shell, ``{inputs}`` for datalad run): 85k commands are then one C call each, not a
+    regex substitution calling back into Python per placeholder."""
+    parts = PLACEHOLDER_RE.split(command)   # literal, name, literal, ..., literal
+    return "".join("{" + p + "}" if i % 2 else p.replace("{", "{{").replace("}", "}}")
+                   for i, p in enumerate(parts))
+
+
 def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: str) -> list[Job]:
     """Jobs for ``units``, sorted by ID; refuses IDs or paths unsafe for a shell."""
-    bad = sorted({job_id(u) for u in units if job_id_problem(job_id(u))})
+    ids = [job_id(u) for u in units]
+    bad = sorted({i for i in ids if job_id_problem(i)})
     if bad:
         shown = ", ".join(repr(b) for b in bad[:10]) + (" …" if len(bad) > 10 else "")
         raise FairbigError(f"{len(bad)} subject/session ID(s) are unsafe for job names: {shown}"
                            f" ({job_id_problem(bad[0])})",
                            "rename them in the input dataset or leave them out with --exclude")
+    template = command_template(command)
     jobs = []
     safe: set[str] = set()      # inherited paths recur in every job: check each once
-    for u in units:
-        jid = job_id(u)
+    for jid, u in zip(ids, units, strict=True):
         inputs = tuple(f"{inputs_path}/{p}" for p in u.paths)
         bad_paths = [p for p in inputs if p not in safe and path_problem(p)]
         safe.update(inputs[1:])
@@ -349,8 +390,8 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
                   "session_label": u.session.removeprefix("ses-"),
                   "input_dir": f"{inputs_path}/{u.input_dir}", "output_dir": output,
                   FILTER_PLACEHOLDER: filter_file(u.session)}
-        cmd = PLACEHOLDER_RE.sub(lambda m, v=values: v[m.group(1)], command)
-        jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,), cmd))
+        jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,),
+                        template.format_map(values)))
     jobs.sort(key=lambda j: j.job_id)
     dupes = sorted({a.job_id for a, b in itertools.pairwise(jobs) if a.job_id == b.job_id})
     if dupes:
