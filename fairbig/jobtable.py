@@ -9,13 +9,16 @@ table itself never depends on how far a computation got.
 from __future__ import annotations
 
 import difflib
+import functools
+import gc
 import hashlib
 import itertools
+import operator
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, ParamSpec, TypeVar
 
 from .bids import (
     DESCRIPTIVE_RE,
@@ -85,8 +88,29 @@ class Layout:
     mixed: bool = False             # by session: some subjects have sessions, some not
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def without_gc(func: Callable[P, R]) -> Callable[P, R]:
+    """``func`` run with the cyclic garbage collector paused: a plan makes a million
+    small objects (tuples, strings, rows) and no cycles, and the collections that
+    many allocations trigger were 1.5 of the 6 CPU-s of a plan of 85k BIDS jobs."""
+    @functools.wraps(func)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return run
+
+
 # ---------------------------------------------------------------- reading (git)
 
+@without_gc
 def read_layout(root: Path, inputs_path: str, layout: str, by: str,
                 commit: str | None = None, bids: BidsOptions | None = None) -> Layout:
     """Subjects/sessions of the input dataset at ``commit``; by default the commit
@@ -196,8 +220,7 @@ def _sha(meta: bytes) -> str:
 @dataclass
 class _Subject:
     """One ``sub-*`` folder or subdataset: what a plan needs of its files and folders
-    (paths relative to it), filled from raw ``ls-tree`` records, since a plan of 85k
-    session jobs reads 600k of them."""
+    (paths relative to it)."""
 
     path: str
     sha: str                                                # tree, or commit of a subdataset
@@ -207,41 +230,36 @@ class _Subject:
     sessions: dict[str, str] = field(default_factory=dict)  # ses-X folder -> tree
     below: dict[str, list[str]] = field(default_factory=dict)  # ses-X -> files below it
 
-    def add(self, meta: bytes, rel: bytes) -> None:
-        """One record: ``meta`` is ``<mode> SP <type> SP <sha>``, ``rel`` its path."""
-        if meta.startswith(_TREE):
-            if rel.startswith(b"ses-") and b"/" not in rel:
-                self.sessions[path_of(rel)] = _sha(meta)
-            return
-        path = path_of(rel)
-        self.files.append(path)
-        first, sep, rest = path.partition("/")
-        if not sep:
-            self.own[path] = _sha(meta)
-        elif first.startswith("ses-"):
-            self.below.setdefault(first, []).append(rest)
 
-
-def _bids_tree(sub_git: Path, commit: str) -> tuple[dict[str, str], list[_Subject]]:
-    """The top-level files (path -> blob) and the ``sub-*`` folders and subdatasets of
-    a BIDS dataset, from one recursive ``ls-tree`` read as bytes: a record is cut once
-    at its tab and once at its first ``/`` to find its subject; the files of subject
-    subdatasets are not in it (:func:`_read_subdataset` adds them)."""
-    top: dict[str, str] = {}
-    subjects: dict[bytes, _Subject] = {}
-    for batch in ls_tree_batches(sub_git, commit, recursive=True, trees=True):
+def _scan_bids(batches: Iterable[list[bytes]], top: dict[str, str],
+               subjects: dict[bytes, _Subject]) -> None:
+    """Sort raw ``ls-tree -r -t`` records of a BIDS dataset into its top-level files
+    (path -> blob) and its ``sub-*`` folders and subdatasets. A plan of 85k session jobs
+    reads 600k records, so each is cut once at its tab and once at its first ``/``,
+    decoded only if a plan needs its path, and handled here, not by a call per record."""
+    for batch in batches:
         for rec in batch:
-            meta, _, path = rec.partition(b"\t")
+            meta, _, path = rec.partition(b"\t")     # meta: <mode> SP <type> SP <sha>
             first, sep, rest = path.partition(b"/")
-            if sep:
-                if (sub := subjects.get(first)) is not None:
-                    sub.add(meta, rest)
-            elif first.startswith(b"sub-") and meta.startswith((_TREE, _GITLINK)):
-                subjects[first] = _Subject(path_of(first), _sha(meta),
-                                           meta.startswith(_GITLINK))
-            elif not meta.startswith(_TREE):
-                top[path_of(first)] = _sha(meta)
-    return top, list(subjects.values())
+            if not sep:
+                if first.startswith(b"sub-") and meta.startswith((_TREE, _GITLINK)):
+                    subjects[first] = _Subject(path_of(first), _sha(meta),
+                                               meta.startswith(_GITLINK))
+                elif not meta.startswith(_TREE):
+                    top[path_of(first)] = _sha(meta)
+            elif (sub := subjects.get(first)) is None:
+                continue
+            elif meta.startswith(_TREE):
+                if rest.startswith(b"ses-") and b"/" not in rest:
+                    sub.sessions[path_of(rest)] = _sha(meta)
+            else:
+                rel = path_of(rest)
+                sub.files.append(rel)
+                folder, sep, name = rel.partition("/")
+                if not sep:
+                    sub.own[rel] = _sha(meta)
+                elif folder.startswith("ses-"):
+                    sub.below.setdefault(folder, []).append(name)
 
 
 def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
@@ -249,10 +267,12 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     """Units of a BIDS dataset (``sub-*`` folders or subdatasets) with what each owns and
     inherits, from one recursive ``ls-tree`` (plus one per subject subdataset)."""
     out = Layout("bids")
-    top, found = _bids_tree(sub_git, commit)
+    top: dict[str, str] = {}
+    found: dict[bytes, _Subject] = {}
+    _scan_bids(ls_tree_batches(sub_git, commit, recursive=True, trees=True), top, found)
     subjects: dict[str, _Subject] = {}
-    for sub in found:
-        if sub.subdataset and not _read_subdataset(input_root, sub_git, sub):
+    for raw, sub in found.items():
+        if sub.subdataset and not _read_subdataset(input_root, sub_git, raw, sub):
             out.skipped[sub.path] = "subject subdataset's tree unreadable (install it)"
         else:
             subjects[sub.path] = sub
@@ -289,11 +309,15 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     return out
 
 
-def _read_subdataset(input_root: Path, sub_git: Path, sub: _Subject) -> bool:
+def _read_subdataset(input_root: Path, sub_git: Path, raw: bytes, sub: _Subject) -> bool:
+    """Add a subject subdataset's files to ``sub`` (``raw``: its folder name as git
+    wrote it), read as if they were a folder of the dataset."""
     entries = _subject_tree(input_root, sub_git, Entry(GITLINK, "commit", sub.sha, sub.path))
-    for e in entries or ():
-        sub.add(*e.record())
-    return entries is not None
+    if entries is None:
+        return False
+    records = [b"%s\t%s/%s" % (meta, raw, path) for meta, path in map(Entry.record, entries)]
+    _scan_bids([records], {}, {raw: sub})
+    return True
 
 
 def _read_blob(git_dir: Path, sha: str) -> str:
@@ -368,6 +392,7 @@ def command_template(command: str) -> str:
                    for i, p in enumerate(parts))
 
 
+@without_gc
 def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: str) -> list[Job]:
     """Jobs for ``units``, sorted by ID; refuses IDs or paths unsafe for a shell."""
     ids = [job_id(u) for u in units]
@@ -379,15 +404,10 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
                            "rename them in the input dataset or leave them out with --exclude")
     template = command_template(command)
     jobs = []
-    safe: set[str] = set()      # inherited paths recur in every job: check each once
+    checked: dict[str, str] = {}    # inherited paths recur in every job: check each once
     for jid, u in zip(ids, units, strict=True):
-        inputs = tuple(f"{inputs_path}/{p}" for p in u.paths)
-        bad_paths = [p for p in inputs if p not in safe and path_problem(p)]
-        safe.update(inputs[1:])
-        if bad_paths:
-            raise FairbigError(f"input path {bad_paths[0]!r} of job {jid} is unsafe: "
-                               f"{path_problem(bad_paths[0])}",
-                               f"rename it or leave the job out with --exclude {jid}")
+        inputs = tuple([checked.get(p) or _checked_input(checked, inputs_path, p, jid)
+                        for p in u.paths])
         output = f"{results}/{jid}"
         values = {"job": jid, "subject": u.subject, "session": u.session,
                   "subject_label": u.subject.removeprefix("sub-"),
@@ -396,12 +416,23 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
                   FILTER_PLACEHOLDER: filter_file(u.session)}
         jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,),
                         template.format_map(values)))
-    jobs.sort(key=lambda j: j.job_id)
+    jobs.sort(key=operator.attrgetter("job_id"))
     dupes = sorted({a.job_id for a, b in itertools.pairwise(jobs) if a.job_id == b.job_id})
     if dupes:
         raise FairbigError(f"duplicate job IDs: {', '.join(dupes[:5])}",
                            "plan --by session, or rename the clashing subjects")
     return jobs
+
+
+def _checked_input(checked: dict[str, str], inputs_path: str, path: str, jid: str) -> str:
+    """``path`` of the input dataset as a path of the analysis dataset, remembered in
+    ``checked`` once it is found safe for a shell."""
+    full = f"{inputs_path}/{path}"
+    if problem := path_problem(full):
+        raise FairbigError(f"input path {full!r} of job {jid} is unsafe: {problem}",
+                           f"rename it or leave the job out with --exclude {jid}")
+    checked[path] = full
+    return full
 
 
 def filter_files(jobs: Sequence[Job], command: str) -> dict[str, str]:
@@ -416,6 +447,7 @@ def render_tsv(jobs: Sequence[Job]) -> str:
     return "\t".join(HEADER) + "\n" + "".join(j.row() + "\n" for j in jobs)
 
 
+@without_gc
 def parse_tsv(text: str) -> list[Job]:
     lines = text.splitlines()
     if not lines or tuple(lines[0].split("\t")) != HEADER:
