@@ -91,10 +91,12 @@ def _parse_shape(shape: str) -> Name | None:
 
 
 def _shape(filename: str) -> str:
-    """``sub-01_ses-2_T1w.nii.gz`` -> ``T1w.nii.gz``: the same shape in every subject."""
-    for prefix in FOLDER_ENTITIES:
-        if filename.startswith(prefix):
-            filename = filename.partition("_")[2]
+    """``sub-01_ses-2_T1w.nii.gz`` -> ``T1w.nii.gz``: the same shape in every subject
+    (the :data:`FOLDER_ENTITIES` in their order, written out: 300k calls in a plan)."""
+    if filename.startswith("sub-"):
+        filename = filename.partition("_")[2]
+    if filename.startswith("ses-"):
+        filename = filename.partition("_")[2]
     return filename
 
 
@@ -128,7 +130,7 @@ class Inheritance:
                  local: Sequence[Inheritable] = ()) -> tuple[Inheritable, ...]:
         """The candidates (and of ``local``, a subject folder's) that apply to any of the
         job's files (paths below its folder)."""
-        shapes = frozenset(_shape(p.rsplit("/", 1)[-1]) for p in paths)
+        shapes = frozenset([_shape(p[p.rfind("/") + 1:]) for p in paths])
         key = (shapes, tuple(i.name for i in local))
         hit = self._cache.get(key)
         if hit is None:

@@ -33,7 +33,7 @@ from .bids import (
     state,
 )
 from .errors import FairbigError
-from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches, path_of
+from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
 from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
 
@@ -209,12 +209,9 @@ class BidsOptions:
     required_files: tuple[str, ...] = ()
 
 
-_TREE, _GITLINK = TREE.encode(), GITLINK.encode()
-
-
-def _sha(meta: bytes) -> str:
+def _sha(meta: str) -> str:
     """The object id of an ``ls-tree`` record's ``<mode> SP <type> SP <sha>`` part."""
-    return meta[meta.rindex(b" ") + 1:].decode()
+    return meta[meta.rindex(" ") + 1:]
 
 
 @dataclass
@@ -231,33 +228,33 @@ class _Subject:
     below: dict[str, list[str]] = field(default_factory=dict)  # ses-X -> files below it
 
 
-def _scan_bids(batches: Iterable[list[bytes]], top: dict[str, str],
-               subjects: dict[bytes, _Subject]) -> None:
-    """Sort raw ``ls-tree -r -t`` records of a BIDS dataset into its top-level files
+def _scan_bids(batches: Iterable[list[str]], top: dict[str, str],
+               subjects: dict[str, _Subject]) -> None:
+    """Sort ``ls-tree -r -t`` records of a BIDS dataset into its top-level files
     (path -> blob) and its ``sub-*`` folders and subdatasets. A plan of 85k session jobs
-    reads 600k records, so each is cut once at its tab and once at its first ``/``,
-    decoded only if a plan needs its path, and handled here, not by a call per record."""
+    reads 600k records, so each is cut once at its tab and once at its first ``/``, and
+    handled here, not by a call per record."""
     for batch in batches:
         for rec in batch:
-            meta, _, path = rec.partition(b"\t")     # meta: <mode> SP <type> SP <sha>
-            first, sep, rest = path.partition(b"/")
+            if rec.startswith(TREE) and rec.count("/") > 1:
+                continue                            # a folder two levels down: not needed
+            meta, _, path = rec.partition("\t")      # meta: <mode> SP <type> SP <sha>
+            first, sep, rest = path.partition("/")
             if not sep:
-                if first.startswith(b"sub-") and meta.startswith((_TREE, _GITLINK)):
-                    subjects[first] = _Subject(path_of(first), _sha(meta),
-                                               meta.startswith(_GITLINK))
-                elif not meta.startswith(_TREE):
-                    top[path_of(first)] = _sha(meta)
+                if first.startswith("sub-") and meta.startswith((TREE, GITLINK)):
+                    subjects[first] = _Subject(first, _sha(meta), meta.startswith(GITLINK))
+                elif not meta.startswith(TREE):
+                    top[first] = _sha(meta)
             elif (sub := subjects.get(first)) is None:
                 continue
-            elif meta.startswith(_TREE):
-                if rest.startswith(b"ses-") and b"/" not in rest:
-                    sub.sessions[path_of(rest)] = _sha(meta)
+            elif meta.startswith(TREE):
+                if rest.startswith("ses-") and "/" not in rest:
+                    sub.sessions[rest] = _sha(meta)
             else:
-                rel = path_of(rest)
-                sub.files.append(rel)
-                folder, sep, name = rel.partition("/")
+                sub.files.append(rest)
+                folder, sep, name = rest.partition("/")
                 if not sep:
-                    sub.own[rel] = _sha(meta)
+                    sub.own[rest] = _sha(meta)
                 elif folder.startswith("ses-"):
                     sub.below.setdefault(folder, []).append(name)
 
@@ -268,11 +265,11 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     inherits, from one recursive ``ls-tree`` (plus one per subject subdataset)."""
     out = Layout("bids")
     top: dict[str, str] = {}
-    found: dict[bytes, _Subject] = {}
+    found: dict[str, _Subject] = {}
     _scan_bids(ls_tree_batches(sub_git, commit, recursive=True, trees=True), top, found)
     subjects: dict[str, _Subject] = {}
-    for raw, sub in found.items():
-        if sub.subdataset and not _read_subdataset(input_root, sub_git, raw, sub):
+    for sub in found.values():
+        if sub.subdataset and not _read_subdataset(input_root, sub_git, sub):
             out.skipped[sub.path] = "subject subdataset's tree unreadable (install it)"
         else:
             subjects[sub.path] = sub
@@ -309,14 +306,14 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     return out
 
 
-def _read_subdataset(input_root: Path, sub_git: Path, raw: bytes, sub: _Subject) -> bool:
-    """Add a subject subdataset's files to ``sub`` (``raw``: its folder name as git
-    wrote it), read as if they were a folder of the dataset."""
+def _read_subdataset(input_root: Path, sub_git: Path, sub: _Subject) -> bool:
+    """Add a subject subdataset's files to ``sub``, read as if they were a folder of
+    the dataset."""
     entries = _subject_tree(input_root, sub_git, Entry(GITLINK, "commit", sub.sha, sub.path))
     if entries is None:
         return False
-    records = [b"%s\t%s/%s" % (meta, raw, path) for meta, path in map(Entry.record, entries)]
-    _scan_bids([records], {}, {raw: sub})
+    _scan_bids([[e._replace(path=f"{sub.path}/{e.path}").record() for e in entries]], {},
+               {sub.path: sub})
     return True
 
 
