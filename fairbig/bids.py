@@ -90,12 +90,15 @@ def _parse_shape(shape: str) -> Name | None:
     return Name._parse(shape)
 
 
+_SUB, _SES = FOLDER_ENTITIES
+
+
 def _shape(filename: str) -> str:
     """``sub-01_ses-2_T1w.nii.gz`` -> ``T1w.nii.gz``: the same shape in every subject
-    (the :data:`FOLDER_ENTITIES` in their order, written out: 300k calls in a plan)."""
-    if filename.startswith("sub-"):
+    (the :data:`FOLDER_ENTITIES` in their order, unrolled: 300k calls in a plan)."""
+    if filename.startswith(_SUB):
         filename = filename.partition("_")[2]
-    if filename.startswith("ses-"):
+    if filename.startswith(_SES):
         filename = filename.partition("_")[2]
     return filename
 

@@ -95,7 +95,8 @@ R = TypeVar("R")
 def without_gc(func: Callable[P, R]) -> Callable[P, R]:
     """``func`` run with the cyclic garbage collector paused: a plan makes a million
     small objects (tuples, strings, rows) and no cycles, and the collections that
-    many allocations trigger were 1.5 of the 6 CPU-s of a plan of 85k BIDS jobs."""
+    many allocations trigger took about 1.5 of the 8 CPU-s a plan of 85k BIDS jobs
+    took with them."""
     @functools.wraps(func)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         was = gc.isenabled()
