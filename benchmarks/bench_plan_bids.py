@@ -12,7 +12,9 @@ row by row) and an analysis repository recording it as ``inputs/data``; then tim
 The machine is shared, so the figures come with a baseline measured in the same run
 on the same tree: ``git ls-tree -r -t`` of it to /dev/null, the one git call a plan
 cannot avoid. ``ratio`` is plan / baseline (wall and CPU, git's CPU included).
-Usage: ``python benchmarks/bench_plan_bids.py [--subjects N] [--json]``
+Usage: ``python benchmarks/bench_plan_bids.py [--subjects N] [--dataset DIR] [--json]``
+(``--dataset`` keeps the generated tree in DIR and reuses it on the next run: building
+it takes minutes, the plan seconds, so profiling and before/after runs share one tree).
 """
 
 from __future__ import annotations
@@ -112,18 +114,25 @@ def plan(ana: Path) -> tuple[Layout, list[Job], str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subjects", type=int, default=42_715)
+    ap.add_argument("--dataset", type=Path, help="build the tree here once, reuse it after")
+    ap.add_argument("--plan-out", type=Path, help="write the plan text here (to compare runs)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ana, setup, _ = timed(lambda: build(Path(tmp), args.subjects))
+        base = args.dataset or Path(tmp)
+        reuse = (base / "ana" / ".git" / "refs" / "heads" / "master").exists()  # built last
+        ana, setup, _ = timed(lambda: base / "ana" if reuse else build(base, args.subjects))
         listing = ["git", "-C", str(ana / "inputs" / "data"), "ls-tree", "-r", "-t", "-z",
                    "--full-tree", "HEAD"]
         _, base_s, base_cpu = timed(lambda: subprocess.run(listing, check=True,
                                                            stdout=subprocess.DEVNULL))
         (layout, jobs, text), plan_s, plan_cpu_s = timed(lambda: plan(ana))
+    if args.plan_out:
+        args.plan_out.write_text(text)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     inherited = len(jobs[0].inputs) - 1 if jobs else 0
-    result = {"subjects": args.subjects, "jobs": len(jobs), "layout": layout.kind,
+    subjects = len({j.subject for j in jobs})    # a reused tree's, not --subjects
+    result = {"subjects": subjects, "jobs": len(jobs), "layout": layout.kind,
               "inputs_per_job": inherited + 1, "setup_s": round(setup, 2),
               "plan_s": round(plan_s, 2), "plan_cpu_s": round(plan_cpu_s, 2),
               "baseline_ls_tree_s": round(base_s, 2), "baseline_cpu_s": round(base_cpu, 2),
@@ -133,7 +142,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['jobs']} session jobs of {args.subjects} subjects ({layout.kind}, "
+        print(f"{result['jobs']} session jobs of {subjects} subjects ({layout.kind}, "
               f"{result['inputs_per_job']} input paths each) planned in {result['plan_s']} s "
               f"({result['plan_cpu_s']} CPU-s, load {result['load_average']}; "
               f"{result['ratio_wall']}x wall, {result['ratio_cpu']}x CPU of git ls-tree -r "

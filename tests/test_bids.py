@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fairbig import config as cfgmod
-from fairbig.bids import Name, refuse_bad_labels
+from fairbig.bids import Inheritance, Name, inheritable, refuse_bad_labels
 from fairbig.errors import FairbigError
 from fairbig.jobtable import BidsOptions, diff, filter_files, make_jobs, read_layout, select
 
@@ -93,6 +93,25 @@ def test_bids_names_and_the_inheritance_rule():
     assert Name.parse("task-rest_events.tsv").applies_to(bold)
     assert not Name.parse("task-nback_events.tsv").applies_to(bold)
     assert Name.parse("README") is not None and Name.parse(".gitattributes") is None
+
+
+def test_inheritance_cache_gives_each_subject_its_own_files():
+    """The answer is cached per file shapes and names of the subject folder's files:
+    subjects with different subject-level sidecars get different inputs, and subjects
+    whose files are named alike each get their own paths, not the first one's."""
+    rules = Inheritance(inheritable([("T1w.json", "t"), ("dwi.json", "d"), ("README", "r")]))
+
+    def paths(sub: str, *own: str) -> list[str]:
+        local = inheritable([(f"{sub}_{name}", sub) for name in own], f"{sub}/")
+        return [i.path for i in rules.applying([f"anat/{sub}_ses-1_T1w.nii.gz"], local)]
+
+    assert paths("sub-01", "T1w.json", "sessions.tsv") == [
+        "T1w.json", "sub-01/sub-01_T1w.json", "sub-01/sub-01_sessions.tsv"]
+    assert paths("sub-02", "dwi.json", "sessions.tsv") == [
+        "T1w.json", "sub-02/sub-02_sessions.tsv"]
+    assert paths("sub-03", "T1w.json", "sessions.tsv") == [
+        "T1w.json", "sub-03/sub-03_T1w.json", "sub-03/sub-03_sessions.tsv"]
+    assert paths("sub-04") == ["T1w.json"]
 
 
 @pytest.mark.parametrize("subdatasets", [False, True], ids=["folders", "subdatasets"])

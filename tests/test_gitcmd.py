@@ -44,6 +44,20 @@ def test_parse_ls_tree_survives_a_name_that_is_not_utf8():
     assert entry.path.encode("utf-8", "surrogateescape") == b"bad\xff.txt"
 
 
+@pytest.mark.parametrize("cut", [1, 7, 60, 200, len(LS_TREE)])
+def test_ls_tree_batches_are_the_records_from_chunks_cut_anywhere(cut: int):
+    chunks = [LS_TREE[i:i + cut] for i in range(0, len(LS_TREE), cut)]
+    batches = list(gitcmd.split_batches(chunks))
+    records = [r for b in batches for r in b]
+    assert records == [gitcmd.path_of(r) for r in LS_TREE.split(b"\0")[:-1]]
+    assert all(batches) and all(records)   # nothing empty
+    # an Entry's record() is the record it was parsed from
+    assert [e.record() for e in gitcmd.parse_ls_tree(LS_TREE.split(b"\0"))] == records
+    bad = b"100644 blob c1b0730e0133447badcfd47fd144e254807b06e1\tbad\xff.txt\0"
+    ((rec,),) = gitcmd.split_batches([bad[:60], bad[60:]])
+    assert rec.encode("utf-8", "surrogateescape") == bad[:-1]
+
+
 # cat-file --batch of an annex symlink, a tree object and a missing name
 TREE_BODY = (
     b"100644 a b.txt\x00\xc1\xb0s\x0e\x013D{\xad\xcf\xd4\x7f\xd1D\xe2T\x80{\x06\xe1"

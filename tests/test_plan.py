@@ -14,6 +14,9 @@ from fairbig.errors import FairbigError
 from fairbig.gittree import symlinked_outputs
 from fairbig.jobtable import (
     HEADER,
+    PLACEHOLDER_RE,
+    PLACEHOLDERS,
+    command_template,
     diff,
     make_jobs,
     nearest,
@@ -109,6 +112,14 @@ def test_plan_is_deterministic_and_roundtrips(tmp_path: Path):
     assert len(texts) == 1
     text = texts.pop()
     assert render_tsv(parse_tsv(text)) == text
+
+
+def test_command_template_fills_placeholders_and_keeps_every_other_brace():
+    cmd = "run {job} ${HOME} {inputs} {{x}} {subject_label}} {bids_filter_file}{"
+    values = {p: f"<{p}>" for p in PLACEHOLDERS}
+    filled = command_template(cmd).format_map(values)
+    assert filled == "run <job> ${HOME} {inputs} {{x}} <subject_label>} <bids_filter_file>{"
+    assert filled == PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], cmd)
 
 
 def test_incremental_diff(tmp_path: Path):
