@@ -92,6 +92,11 @@ def classify(job: Job, finished: Finished, record: JobRecord | None,
         if record.status == "running":
             if view and view.state in ("running", "queued"):
                 return JobStatus(jid, "running", record.step, "", bid)
+            if cancel_requested:
+                # stopped by the cancel before its own record said so (SIGKILL after the
+                # scheduler's grace time, or killed between two writes): not a failure
+                return JobStatus(jid, "cancelled", record.step,
+                                 f"cancelled in step {record.step}", bid)
             if view and view.reason:
                 return JobStatus(jid, "failed", record.step,
                                  f"{view.reason} in step {record.step}", bid)

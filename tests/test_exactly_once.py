@@ -199,3 +199,17 @@ def test_superseded_record_is_reported_not_lost():
     old = JobRecord("sub-1", "running", "run", None, "n1", 1, "7_0", 0, 0, "", "s1", "t")
     st = classify(job, Finished({}, {}), old, None, BackendView("running"))
     assert (st.state, st.detail) == ("running", INPUT_CHANGED)
+
+
+def test_job_stopped_by_cancel_mid_step_is_cancelled_not_lost():
+    """A unit edge case (the SLURM kill-point sweep, clean clone at 3ae3924: 2 of 4
+    cancelled jobs shown otherwise): a cancel was asked, the scheduler no longer runs
+    the job, and its own record still says running (killed before it wrote more)."""
+    job = Job("sub-1", "sub-1", "sub-1", "s2", ("in",), ("out",), "cmd")
+    rec = JobRecord("sub-1", "running", "get", None, "n1", 1, "7_0", 0, 0, "", "s2", "t")
+    assert classify(job, Finished({}, {}), rec, None, None).state == "lost"
+    st = classify(job, Finished({}, {}), rec, None, None, cancel_requested=True)
+    assert (st.state, st.detail) == ("cancelled", "cancelled in step get")
+    st = classify(job, Finished({}, {}), rec, None, BackendView("running"),
+                  cancel_requested=True)
+    assert st.state == "running"          # still running: the cancel has not landed yet
