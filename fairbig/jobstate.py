@@ -103,9 +103,11 @@ CacheRows = dict[str, tuple[int, int, int, tuple]]
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Build many small acyclic objects (42k records and their usage dicts: 2M objects)
-    without the cycle collector traversing them again and again: it costs readers
-    more CPU than decoding them. Nothing built meanwhile is lost, only collected later."""
+    """Build many small acyclic objects (42k records and their usage dicts: 2M objects;
+    a plan of 85k BIDS jobs: a million tuples, strings and rows) without the cycle
+    collector traversing them again and again: it cost readers more CPU than decoding
+    them, and a plan about 1.5 of its 8 CPU-s. Nothing built meanwhile is lost, only
+    collected later. A context manager, and as ``@gc_paused()`` a decorator."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -9,16 +9,14 @@ table itself never depends on how far a computation got.
 from __future__ import annotations
 
 import difflib
-import functools
-import gc
 import hashlib
 import itertools
 import operator
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, ParamSpec, TypeVar
+from typing import NamedTuple
 
 from .bids import (
     DESCRIPTIVE_RE,
@@ -36,6 +34,7 @@ from .errors import FairbigError
 from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
 from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
+from .jobstate import gc_paused
 
 HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
 LIST_SEP = ","  # between the paths of the inputs and outputs columns
@@ -88,30 +87,9 @@ class Layout:
     mixed: bool = False             # by session: some subjects have sessions, some not
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def without_gc(func: Callable[P, R]) -> Callable[P, R]:
-    """``func`` run with the cyclic garbage collector paused: a plan makes a million
-    small objects (tuples, strings, rows) and no cycles, and the collections that
-    many allocations trigger took about 1.5 of the 8 CPU-s a plan of 85k BIDS jobs
-    took with them."""
-    @functools.wraps(func)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if was:
-                gc.enable()
-    return run
-
-
 # ---------------------------------------------------------------- reading (git)
 
-@without_gc
+@gc_paused()
 def read_layout(root: Path, inputs_path: str, layout: str, by: str,
                 commit: str | None = None, bids: BidsOptions | None = None) -> Layout:
     """Subjects/sessions of the input dataset at ``commit``; by default the commit
@@ -390,7 +368,7 @@ def command_template(command: str) -> str:
                    for i, p in enumerate(parts))
 
 
-@without_gc
+@gc_paused()
 def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: str) -> list[Job]:
     """Jobs for ``units``, sorted by ID; refuses IDs or paths unsafe for a shell."""
     ids = [job_id(u) for u in units]
@@ -445,7 +423,7 @@ def render_tsv(jobs: Sequence[Job]) -> str:
     return "\t".join(HEADER) + "\n" + "".join(j.row() + "\n" for j in jobs)
 
 
-@without_gc
+@gc_paused()
 def parse_tsv(text: str) -> list[Job]:
     lines = text.splitlines()
     if not lines or tuple(lines[0].split("\t")) != HEADER:
