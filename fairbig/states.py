@@ -90,7 +90,7 @@ def classify(job: Job, finished: Finished, record: JobRecord | None,
         if record.status == "cancelled":
             return JobStatus(jid, "cancelled", record.step, "", bid)
         if record.status == "running":
-            if view and view.state in ("running", "queued"):
+            if active:
                 return JobStatus(jid, "running", record.step, "", bid)
             if cancel_requested:
                 # stopped by the cancel before its own record said so (SIGKILL after the
@@ -107,7 +107,7 @@ def classify(job: Job, finished: Finished, record: JobRecord | None,
         return JobStatus(jid, "lost", record.step, "done recorded but no branch in the store",
                          bid)
     if sub:
-        if cancel_requested and not (view and view.state in ("queued", "running")):
+        if cancel_requested and not active:
             return JobStatus(jid, "cancelled", "", "cancelled before it started", bid)
         if view and view.state == "queued":
             return JobStatus(jid, "queued", "", "", bid)
