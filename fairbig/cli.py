@@ -73,7 +73,10 @@ def cli(ctx: click.Context) -> None:
                        "{output_dir}' --input-store /data/in --output-store /data/out "
                        "--encrypt-to 0xFPR"))
 @click.argument("target", type=click.Path(path_type=Path))
-@click.option("--input", "source", required=True, help="input DataLad dataset (path or URL)")
+@click.option("--input", "source", required=True, multiple=True,
+              help="input DataLad dataset (path or URL); repeat as NAME=URL for further ones"
+              " (e.g. fMRIPrep output), installed as inputs/NAME, {input_dir:NAME} in the"
+              " command")
 @click.option("--container", required=True,
               help="image file (SIF, OCI/Docker archive, rootfs tar) or a DataLad container "
               "dataset (path or URL)")
@@ -94,12 +97,12 @@ def cli(ctx: click.Context) -> None:
 @click.option("--by", type=click.Choice(["subject", "session"]), default=None)
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default=None)
 @json_option
-def init(target: Path, source: str, container: str, container_name: str,
+def init(target: Path, source: tuple[str, ...], container: str, container_name: str,
          config_file: Path | None, command: str | None, input_store: str | None,
          output_store: str | None, keys: tuple[str, ...], code: tuple[Path, ...],
          layout: str | None, by: str | None, backend: str | None, as_json: bool) -> None:
     from . import config as cfgmod
-    from .commands.init import InitOptions
+    from .commands.init import InitOptions, split_inputs
     from .commands.init import init as do_init
 
     base = config_file.read_text() if config_file else ""
@@ -114,11 +117,12 @@ def init(target: Path, source: str, container: str, container_name: str,
     if missing:
         raise FairbigError(f"missing {', '.join(missing)}",
                            "give them as options or in the file passed with --config")
+    primary, secondary = split_inputs(source)
     res = do_init(InitOptions(
-        target, source, container, values["--command"], values["--input-store"],
+        target, primary, container, values["--command"], values["--input-store"],
         values["--output-store"], values["--encrypt-to"], container_name, list(code),
         layout or given.inputs.layout, by or given.inputs.by, backend or given.backend.name,
-        base), step=ui.step)
+        base, secondary), step=ui.step)
     if as_json:
         ui.emit_json(asdict(res))
         return

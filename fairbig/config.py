@@ -28,6 +28,7 @@ from .contract import WORKDIR_FALLBACK
 from .errors import ConfigError, FairbigError
 from .ids import path_problem
 from .jobtable import PLACEHOLDERS
+from .secondary import SECONDARY_PLACEHOLDER
 from .stores import LOCAL_SCHEME, local_root
 
 CONFIG_NAME = "fairbig.yaml"
@@ -63,6 +64,20 @@ class EncryptionConfig:
                         " (jobs need no secret key) is supported.")
 
 
+INPUT_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")  # {input_dir:NAME}
+
+
+@dataclass
+class SecondaryInput:
+    """A further input dataset (e.g. fMRIPrep derivatives beside the raw BIDS data): the
+    jobs stay those of the primary one (``inputs.path``); each job also gets this
+    dataset's folder of its subject (and session, where it has one)."""
+
+    name: str = setting("", "Its name in the command's {input_dir:NAME}.")
+    path: str = setting("", "The dataset (a subdataset of this dataset), e.g."
+                        " inputs/fmriprep.")
+
+
 @dataclass
 class InputsConfig:
     path: str = setting("inputs/data", "The input dataset (a subdataset of this dataset).")
@@ -81,6 +96,13 @@ class InputsConfig:
                                         " the others are listed as skipped.")
     bids_emptyroom: bool = setting(False, "BIDS: plan sub-emptyroom (MEG empty-room noise"
                                    " recordings) as a subject; left out by default.")
+    secondary: list[SecondaryInput] = setting([], "BIDS: further input datasets, each"
+                                              " {name: NAME, path: PATH} (e.g. fMRIPrep"
+                                              " output for XCP-D); a job gets each one's"
+                                              " sub-XX folder (of its session: sub-XX/ses-YY"
+                                              " and what is not in another session), in"
+                                              " the command as {input_dir:NAME}; a subject"
+                                              " one of them lacks is skipped.")
 
 
 @dataclass
@@ -280,7 +302,8 @@ def validate(cfg: Config) -> list[str]:
           for pat in cfg.inputs.required_files if not pat or pat.startswith("/")]
     if not cfg.container or path_problem(cfg.container):
         p.append(f"container '{cfg.container}' must name a container, e.g. containers/ukb-mini")
-    p += _command_problems(cfg.command)
+    p += _secondary_problems(cfg.inputs)
+    p += _command_problems(cfg.command, [s.name for s in cfg.inputs.secondary])
     if cfg.backend.name not in BACKEND_NAMES:
         p.append(f"backend.name '{cfg.backend.name}' must be one of {', '.join(BACKEND_NAMES)}")
     if cfg.backend.local.jobs < 0:
@@ -298,15 +321,36 @@ def validate(cfg: Config) -> list[str]:
     return p
 
 
-def _command_problems(command: str) -> list[str]:
+def _secondary_problems(inputs: InputsConfig) -> list[str]:
+    """Names reach the command as {input_dir:NAME}, paths are subdatasets of their own."""
+    p, seen = [], {inputs.path}
+    for i, s in enumerate(inputs.secondary):
+        where = f"inputs.secondary[{i}]"
+        if not INPUT_NAME_RE.match(s.name):
+            p.append(f"{where}.name {s.name!r} must be a letter, then letters, digits, _ or -")
+        if problem := path_problem(s.path):
+            p.append(f"{where}.path {s.path!r} {problem}")
+        elif s.path in seen:
+            p.append(f"{where}.path {s.path!r} is another input's path too")
+        seen.add(s.path)
+    names = [s.name for s in inputs.secondary]
+    p += [f"inputs.secondary: name {n!r} is given twice" for n in sorted(set(names))
+          if names.count(n) > 1]
+    if inputs.secondary and inputs.layout == "ukb":
+        p.append("inputs.secondary needs a BIDS primary dataset (inputs.layout bids or auto)")
+    return p
+
+
+def _command_problems(command: str, inputs: list[str] | None = None) -> list[str]:
     if not command.strip():
         return ["command is missing (the pipeline call, e.g. 'sh code/run.sh {input_dir} "
                 "{output_dir}')"]
     names = set(re.findall(r"{([^{}]*)}", command.replace("{{", "").replace("}}", "")))
-    unknown = sorted(names - _PLACEHOLDERS)
+    known = _PLACEHOLDERS | {f"{SECONDARY_PLACEHOLDER}:{n}" for n in inputs or ()}
+    unknown = sorted(names - known)
     if unknown:
         return [f"command uses unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}"
-                f" (known: {', '.join(sorted(_PLACEHOLDERS))})"]
+                f" (known: {', '.join(sorted(known))})"]
     return []
 
 

@@ -8,7 +8,7 @@ worse than none, because the next attempt would trip over it.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,8 @@ class InitOptions:
     by: str = "subject"
     backend: str = "local"
     base_config: str = ""   # text of a given fairbig.yaml: its other settings are kept
+    # further input datasets (name, source), each installed as inputs/<name>
+    secondary: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +89,21 @@ def _check_input(source: str) -> None:
                            "give the path or URL of a dataset made with 'datalad create'")
 
 
+def split_inputs(given: Sequence[str]) -> tuple[str, list[tuple[str, str]]]:
+    """``--input`` values: the first is the primary dataset (inputs/data, the one whose
+    subjects are the jobs), each further one ``NAME=SOURCE`` (inputs/NAME)."""
+    if not given:
+        raise FairbigError("no --input given", "give the input dataset's path or URL")
+    more = []
+    for value in given[1:]:
+        name, sep, source = value.partition("=")
+        if not sep or not source or not cfgmod.INPUT_NAME_RE.match(name):
+            raise FairbigError(f"--input {value!r}: a further input dataset needs a name",
+                               "give it as NAME=URL, e.g. --input fmriprep=ria+file:///st#~fp")
+        more.append((name, source))
+    return given[0], more
+
+
 def _check_container(image: Path) -> ImageKind:
     """The image's kind, after a run of ``exit 0`` in it where this machine has a
     runtime for it (a SIF without Apptainer is added as it is: clusters have it)."""
@@ -117,7 +134,8 @@ def _check_keys(keys: list[str]) -> list[str]:
 def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
     target = opts.target.resolve()
     existed = _check_target(target)
-    _check_input(opts.input)
+    for source in (opts.input, *(src for _, src in opts.secondary)):
+        _check_input(source)
     image = Path(opts.container)
     if is_container_dataset(opts.container):
         kind, name = None, _dataset_container_name(opts.container, opts.container_name)
@@ -135,6 +153,9 @@ def init(opts: InitOptions, step: Step = lambda _: None) -> InitResult:
         "command": opts.command, "inputs.layout": opts.layout, "inputs.by": opts.by,
         "backend.name": opts.backend,
     }
+    if opts.secondary:
+        settings["inputs.secondary"] = [{"name": n, "path": secondary_path(n)}
+                                        for n, _ in opts.secondary]
     cfg_text = cfgmod.render(settings, opts.base_config)
     cfgmod.from_data(cfgmod._yaml().load(cfg_text), "the given options")  # validate up front
     for code in opts.code:
@@ -185,6 +206,10 @@ def _build(target: Path, opts: InitOptions, image: Path, kind: ImageKind | None,
     step(f"adding the input dataset {opts.input} as inputs/data")
     dl.call(dapi.clone, source=opts.input, path=str(target / "inputs" / "data"),
             dataset=str(target), hint="check the input URL and that the dataset exists there")
+    for sec_name, source in opts.secondary:
+        step(f"adding the input dataset {source} as {secondary_path(sec_name)}")
+        dl.call(dapi.clone, source=source, path=str(target / secondary_path(sec_name)),
+                dataset=str(target), hint="check the input URL and that the dataset exists there")
     if kind is None:
         step(f"installing the container dataset {opts.container} (container '{name}')")
         _install_container_dataset(target, opts.container, name)
@@ -193,6 +218,11 @@ def _build(target: Path, opts: InitOptions, image: Path, kind: ImageKind | None,
         _add_container(target, image, kind, name)
     dl.call(dapi.save, dataset=str(target), message="fairbig: set up analysis dataset")
     return dataset_id_of(target)
+
+
+def secondary_path(name: str) -> str:
+    """Where ``init`` installs the further input dataset ``name``."""
+    return f"inputs/{name}"
 
 
 def _add_container(target: Path, image: Path, kind: ImageKind, name: str) -> None:

@@ -36,6 +36,7 @@ from ..jobtable import (
     unknown_ids,
 )
 from ..proc import run
+from ..secondary import add_secondaries, read_secondary
 from ..storeview import read_finished
 
 SHOWN = 10  # IDs named in one line of output or of an error
@@ -170,22 +171,24 @@ class InputUpdate:
     target: str
 
     @classmethod
-    def fetch(cls, a: Analysis) -> InputUpdate:
+    def fetch(cls, a: Analysis, rel: str = "") -> InputUpdate:
+        """The input dataset at ``rel`` (default: the primary one, ``inputs.path``)."""
         import datalad.api as dapi
 
-        path = a.root / a.config.inputs.path
+        rel = rel or a.config.inputs.path
+        path = a.root / rel
         dl.call(dapi.update, dataset=str(path), how="fetch",
                 hint="check that the input dataset's origin is reachable; nothing was changed")
         before = run(["git", "rev-parse", "HEAD"], cwd=path).stdout.strip()
         upstream = run(["git", "rev-parse", "--verify", "-q", "@{upstream}"], cwd=path,
                        check=False).stdout.strip()
         if not upstream:
-            raise FairbigError(f"the input dataset {a.config.inputs.path} is not on a branch "
+            raise FairbigError(f"the input dataset {rel} is not on a branch "
                                "that tracks its origin",
                                f"check out its branch in {path} (git -C {path} status)")
         if run(["git", "merge-base", "--is-ancestor", before, upstream], cwd=path,
                check=False).returncode != 0:
-            raise FairbigError(f"the input dataset {a.config.inputs.path} has commits its "
+            raise FairbigError(f"the input dataset {rel} has commits its "
                                "origin does not have",
                                f"push or drop them in {path}; nothing was changed")
         return cls(path, before, upstream)
@@ -203,6 +206,8 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     kept = Selection.of(cfg)
     sel = req.selection(kept)
     update = InputUpdate.fetch(a) if req.update else None
+    more = {s.path: InputUpdate.fetch(a, s.path) for s in cfg.inputs.secondary} \
+        if req.update else {}
     layout = read_layout(a.root, cfg.inputs.path, cfg.inputs.layout, sel.by,
                          update.target if update else None,
                          BidsOptions(cfg.inputs.bids_emptyroom, tuple(cfg.inputs.required_files)))
@@ -212,6 +217,9 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     if layout.kind == "bids":
         refuse_bad_labels((u.subject, u.session) for u in chosen)
     jobs = make_jobs(chosen, cfg.inputs.path, cfg.results, cfg.command)
+    jobs = add_secondaries(jobs, [read_secondary(a.root, s.name, s.path, more[s.path].target
+                                                 if s.path in more else None)
+                                  for s in cfg.inputs.secondary], layout.skipped)
     refuse_symlinked_outputs(a, jobs)
     previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
     finished = finished_states(a)
@@ -219,13 +227,15 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
         refuse_shrink(jobs, dropped_with_results(previous, jobs, finished), sel)
     d = diff(jobs, finished)
     recorded = gitlink(git_dir_of(a.root), "HEAD", cfg.inputs.path) or ""
+    moved = [u for rel, u in ((cfg.inputs.path, update), *more.items())
+             if u and u.target != gitlink(git_dir_of(a.root), "HEAD", rel)]
     out = PlanOutcome(
         layout.kind, len(jobs), d.new, d.changed, d.done, layout.skipped,
         layout.sessionless, layout.mixed,
         dropped=sorted(set(previous) - {j.job_id for j in jobs}),
         stale_ids=unknown_ids(layout.units, (*sel.only, *sel.exclude)),
         selection=asdict(sel), input_commit=update.target if update else recorded,
-        input_updated=bool(update and update.target != recorded))
+        input_updated=bool(moved))
     if req.dry_run:
         return out
     text = render_tsv(jobs)
@@ -239,8 +249,7 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
             raise FairbigError(f"the input store has no copy of this dataset at {where}",
                                "check stores.input in fairbig.yaml and that the store is "
                                "mounted; nothing was planned")
-        commit_plan(a, text, sel if sel != kept else None,
-                    update if out.input_updated else None, len(jobs), filters)
+        commit_plan(a, text, sel if sel != kept else None, moved, len(jobs), filters)
         out.committed = True
     publish(a)
     out.commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
@@ -274,23 +283,26 @@ def refuse_shrink(jobs: list[Job], lost: list[str], sel: Selection) -> None:
                            "--allow-shrink for an empty plan; nothing was planned")
 
 
-def commit_plan(a: Analysis, text: str, sel: Selection | None, update: InputUpdate | None,
+def commit_plan(a: Analysis, text: str, sel: Selection | None, updates: list[InputUpdate],
                 n_jobs: int, filters: dict[Path, str]) -> None:
     """One commit of the plan, the selection that made it, the BIDS filter files its
-    commands name and the input dataset state it was made from; on any failure every
-    file, the input dataset and HEAD are put back."""
+    commands name and the input datasets' states it was made from; on any failure every
+    file, the input datasets and HEAD are put back."""
     import datalad.api as dapi
 
     config_file = a.root / cfgmod.CONFIG_NAME
     files = {p: p.read_bytes() if p.exists() else None
              for p in (a.plan_file, config_file, *filters)}
     head = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
-    paths = [a.plan_file, *filters] + ([config_file] if sel else []) + (
-        [update.path] if update else [])
+    paths = [a.plan_file, *filters] + ([config_file] if sel else []) + [u.path for u in updates]
     message = f"fairbig: plan of {n_jobs} jobs" + (
-        f" (input dataset updated to {update.target[:12]})" if update else "")
+        f" (input dataset updated to {updates[0].target[:12]})" if len(updates) == 1
+        and updates[0].path == a.root / a.config.inputs.path else
+        " (input datasets updated: " + ", ".join(
+            f"{u.path.relative_to(a.root)} to {u.target[:12]}" for u in updates) + ")"
+        if updates else "")
     try:
-        if update:
+        for update in updates:
             update.apply()
         write_atomic(a.plan_file, text)
         for path, body in filters.items():
@@ -306,7 +318,7 @@ def commit_plan(a: Analysis, text: str, sel: Selection | None, update: InputUpda
                 path.unlink(missing_ok=True)
             else:
                 path.write_bytes(data)
-        if update:
+        for update in updates:
             update.undo()
         raise
 

@@ -129,12 +129,13 @@ def job_context(a: Analysis, header: str = "", commit: str = "",
 
 def job_stores(a: Analysis) -> tuple[str, ...]:
     """The stores a job installs datasets from and enables special remotes of: the two
-    of fairbig.yaml and the one the input dataset was added from (its recorded
+    of fairbig.yaml and the ones the input datasets were added from (their recorded
     ``datalad-url``), when that is a local RIA store."""
     stores = [a.input_store.url, a.output_store.url]
-    source = submodule(a.root, a.config.inputs.path).get("datalad-url", "")
-    if source.startswith(LOCAL_SCHEME):
-        stores.append(store_base(source))
+    for path in (a.config.inputs.path, *(s.path for s in a.config.inputs.secondary)):
+        source = submodule(a.root, path).get("datalad-url", "")
+        if source.startswith(LOCAL_SCHEME):
+            stores.append(store_base(source))
     return tuple(dict.fromkeys(store_base(s) for s in stores))
 
 
