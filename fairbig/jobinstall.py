@@ -218,8 +218,10 @@ class Installer:
         while rest:
             parts = rest.split("/")
             prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            # ls-tree lists every entry below a pathspec it descends into (inputs/data
+            # for the pathspecs inputs, inputs/fmriprep): only a prefix of path counts
             link = next((e for e in ls_tree(ds / ".git", "HEAD", *prefixes)
-                         if e.mode == GITLINK), None)
+                         if e.mode == GITLINK and e.path in prefixes), None)
             if link is None:
                 return ds, rest
             after = rest[len(link.path):].strip("/")

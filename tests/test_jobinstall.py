@@ -10,6 +10,7 @@ import pytest
 
 from fairbig.jobinstall import (
     CANDIDATE_KEY,
+    Installer,
     install,
     parse_remote_log,
     sparse_patterns,
@@ -116,3 +117,21 @@ def test_a_store_not_the_jobs_is_not_used(ukb_input, tmp_path):
     assert install(top, ["ria+file:///elsewhere"], annex_version(), [sub]) == [sub]
     assert remote_keys(top) == set()
     assert (top / sub / ".git").exists()
+
+
+def test_path_into_the_second_of_sibling_subdatasets_finds_that_one(tmp_path):
+    """``inputs/fmriprep/sub-01`` is in inputs/fmriprep, not in inputs/data beside it
+    (``ls-tree`` lists inputs/data for the pathspec ``inputs``)."""
+    top = tmp_path / "top"
+    git(tmp_path, "init", "-q", "top")
+    for sub in ("inputs/data", "inputs/fmriprep"):
+        git(tmp_path, "init", "-q", str(top / sub))
+        git(top / sub, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+            "--allow-empty", "-m", "a")
+        sha = git(top / sub, "rev-parse", "HEAD")
+        git(top, "update-index", "--add", "--cacheinfo", f"160000,{sha},{sub}")
+    git(top, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    inst = Installer(top, [], config_keys=False)
+    assert inst.dataset_of("inputs/fmriprep/sub-01/anat") == (top / "inputs" / "fmriprep",
+                                                              "sub-01/anat")
+    assert inst.dataset_of("inputs/data/sub-01") == (top / "inputs" / "data", "sub-01")
