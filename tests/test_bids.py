@@ -274,15 +274,24 @@ def bids_run(tmp_path_factory, image, lab_key) -> dict:
     base = tmp_path_factory.mktemp("bids")
     store = f"ria+file://{base}/input-store"
     gen.generate(base / "bids", store_url=store)
+    ana, plan = run_by_session(base, image, lab_key, APP,
+                               REPO / "examples" / "bids-mini" / "code" / "bids_app.sh",
+                               "--input", f"{store}#~bids")
+    return {"ana": ana, "src": base / "bids", "plan": plan}
+
+
+def run_by_session(base: Path, image: Path, lab_key: str, command: str, code: Path,
+                   *inputs: str) -> tuple[Path, dict]:
+    """``base/analysis`` made of ``inputs`` (``--input`` options), planned by session and
+    run on the local backend; the plan's ``--json``."""
     ana = base / "analysis"
-    fairbig("init", str(ana), "--input", f"{store}#~bids", "--container", str(image),
-            "--command", APP, "--by", "session",
-            "--input-store", f"{base}/analysis-in", "--output-store", f"{base}/analysis-out",
-            "--encrypt-to", lab_key,
-            "--code", str(REPO / "examples" / "bids-mini" / "code" / "bids_app.sh"))
+    fairbig("init", str(ana), *inputs, "--container", str(image), "--command", command,
+            "--by", "session", "--input-store", f"{base}/analysis-in",
+            "--output-store", f"{base}/analysis-out", "--encrypt-to", lab_key,
+            "--code", str(code))
     plan = json.loads(fairbig("plan", "--json", cwd=ana).stdout)
     fairbig("submit", "-j", "2", cwd=ana)
-    return {"ana": ana, "src": base / "bids", "plan": plan}
+    return ana, plan
 
 
 @pytest.mark.slow
@@ -303,9 +312,14 @@ def test_every_inherited_file_is_present_in_the_job(bids_run):
                                          "sub-02/ses-1/sub-02_ses-1_scans.tsv",
                                          "sub-02/ses-1/dwi/sub-02_ses-1_dwi.nii.gz",
                                          "sub-02/ses-1/func/sub-02_ses-1_task-rest_bold.nii.gz"}
+    merges_and_reruns_identical(ana, plan["new"], "sub-02_ses-1")
+
+
+def merges_and_reruns_identical(ana: Path, new: list[str], job: str) -> None:
+    """``merge`` merges exactly the ``new`` jobs, ``rerun`` of ``job`` is IDENTICAL."""
     merged = json.loads(fairbig("merge", "--json", cwd=ana).stdout)["merged"]
-    assert merged == plan["new"]
-    rerun = json.loads(fairbig("rerun", "sub-02_ses-1", "--json", cwd=ana).stdout)["jobs"][0]
+    assert merged == new
+    rerun = json.loads(fairbig("rerun", job, "--json", cwd=ana).stdout)["jobs"][0]
     assert rerun["ok"] and set(rerun["files"].values()) == {"identical"}, rerun
 
 
