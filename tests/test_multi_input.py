@@ -195,6 +195,8 @@ def test_each_job_sees_its_subject_of_both_datasets(two_inputs_run):
                                  ("sub-02_ses-1", "sub-02", "ses-1", "")):
         log = (ana / ".fairbig" / "work" / "logs" / f"{job}.log").read_text()
         assert f"args: inputs/data/{sub}/{ses} inputs/fmriprep/{sub}/{ses}\n" in log
+        # installed with git from its own store, which the job may use (job_stores)
+        assert "inputs/fmriprep is in no store of the job's" not in log
         files = seen(ana, job)
         assert {f for f in files if f.startswith("inputs/fmriprep/")} == {
             "inputs/fmriprep/dataset_description.json",
