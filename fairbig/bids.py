@@ -115,6 +115,17 @@ def inheritable(files: Iterable[tuple[str, str]], prefix: str = "") -> list[Inhe
     return sorted(out, key=lambda i: i.path)
 
 
+class Applied(NamedTuple):
+    """What of an :class:`Inheritance` applies to a set of job files: the top-level
+    candidates, with their input paths and their part of the state text made once per
+    set of shapes (85k jobs share a few), and of the subject folder's files the positions."""
+
+    found: tuple[Inheritable, ...]
+    own: tuple[int, ...]            # positions in the subject folder's ``local`` files
+    paths: tuple[str, ...]          # found's paths
+    text: str                       # found's part of the state text (:func:`state_text`)
+
+
 class Inheritance:
     """Which inheritable files apply to a job, from the names of the job's files.
 
@@ -126,23 +137,28 @@ class Inheritance:
 
     def __init__(self, candidates: Sequence[Inheritable]) -> None:
         self.candidates = tuple(candidates)
-        self._cache: dict[tuple[frozenset[str], tuple[Name, ...]],
-                          tuple[tuple[Inheritable, ...], tuple[int, ...]]] = {}
+        self._cache: dict[tuple[frozenset[str], tuple[Name, ...]], Applied] = {}
 
     def applying(self, paths: Iterable[str],
                  local: Sequence[Inheritable] = ()) -> tuple[Inheritable, ...]:
         """The candidates (and of ``local``, a subject folder's) that apply to any of the
         job's files (paths below its folder)."""
+        hit = self.applied(paths, local)
+        return hit.found + tuple(local[k] for k in hit.own) if hit.own else hit.found
+
+    def applied(self, paths: Iterable[str], local: Sequence[Inheritable] = ()) -> Applied:
+        """:meth:`applying`'s answer before the subject's own files are picked out."""
         shapes = frozenset([_shape(p[p.rfind("/") + 1:]) for p in paths])
-        key = (shapes, tuple(i.name for i in local))
+        key = (shapes, tuple([i.name for i in local]))
         hit = self._cache.get(key)
         if hit is None:
             names = tuple(n for s in shapes if (n := _parse_shape(s)))
-            hit = (tuple(c for c in self.candidates if c.name.applies_to_any(names)),
-                   tuple(k for k, c in enumerate(local) if c.name.applies_to_any(names)))
+            found = tuple(c for c in self.candidates if c.name.applies_to_any(names))
+            hit = Applied(found,
+                          tuple(k for k, c in enumerate(local) if c.name.applies_to_any(names)),
+                          tuple(i.path for i in found), state_text(found))
             self._cache[key] = hit
-        found, own = hit
-        return found + tuple(local[k] for k in own) if own else found
+        return hit
 
 
 def rows_by_key(text: str) -> dict[str, str]:
@@ -158,9 +174,24 @@ def rows_by_key(text: str) -> dict[str, str]:
 
 def state(own: str, inherited: Iterable[Inheritable], rows: Iterable[str]) -> str:
     """The input state of a job: its own tree, what it inherits, its table rows."""
-    text = "\0".join([own, *(f"{i.path}\0{i.sha}" for i in inherited),
-                      *(f"row\0{row}" for row in rows)])
-    return hashlib.sha1(text.encode()).hexdigest()
+    return state_of(own, state_text(inherited), rows_text(rows))
+
+
+def state_of(own: str, inherited_text: str, rows: str) -> str:
+    """:func:`state` from its parts' texts, so a plan makes the text of what many jobs
+    share once: ``own``, then ``NUL path NUL sha`` per inherited file, then ``NUL row NUL
+    row`` per table row (the NUL-joined list of those fields)."""
+    return hashlib.sha1(f"{own}{inherited_text}{rows}".encode()).hexdigest()
+
+
+def state_text(inherited: Iterable[Inheritable]) -> str:
+    """Inherited files' part of :func:`state_of`'s text."""
+    return "".join([f"\0{i.path}\0{i.sha}" for i in inherited])
+
+
+def rows_text(rows: Iterable[str]) -> str:
+    """Table rows' part of :func:`state_of`'s text."""
+    return "".join([f"\0row\0{row}" for row in rows])
 
 
 def bad_label(folder: str, prefix: str) -> bool:

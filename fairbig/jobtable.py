@@ -28,7 +28,9 @@ from .bids import (
     inheritable,
     missing_required,
     rows_by_key,
-    state,
+    rows_text,
+    state_of,
+    state_text,
 )
 from .errors import FairbigError
 from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
@@ -260,10 +262,11 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
     rows = rows_by_key(_read_blob(sub_git, top[PARTICIPANTS])) if PARTICIPANTS in top else None
     top_rules = Inheritance(inheritable(top.items()))
     with_sessions = 0
+    units = out.units
     for sub in subjects.values():
         sessions = sorted(sub.sessions)
         with_sessions += bool(sessions)
-        participant = (f"participants:{rows.get(sub.path, '-')}",) if rows is not None else ()
+        row = rows_text((f"participants:{rows.get(sub.path, '-')}",)) if rows is not None else ""
         if by == "subject" or not sessions:
             if by == "session":
                 out.sessionless.append(sub.path)
@@ -273,14 +276,16 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
             parts = [(sub.path, ses, sub.sessions[ses], f"{sub.path}/{ses}",
                       sub.below.get(ses, []), local) for ses in sessions]
         for subject, session, own, folder, files, local in parts:
-            jid = f"{subject}_{session}" if session else subject
-            if missing := missing_required(files, opts.required_files):
+            if opts.required_files and (missing := missing_required(files, opts.required_files)):
+                jid = f"{subject}_{session}" if session else subject
                 out.skipped[jid] = f"no file matches required_files {', '.join(missing)}"
                 continue
-            inherited = top_rules.applying(files, local)
-            paths = (folder, *(i.path for i in inherited), *fetched)
-            out.units.append(Unit(subject, session, state(own, inherited, participant),
-                                  paths, folder))
+            # what jobs of one file shape inherit from the top is made once (paths and
+            # state text); of the subject's folder, its own files
+            hit = top_rules.applied(files, local)
+            mine = [local[k] for k in hit.own]
+            units.append(Unit(subject, session, state_of(own, hit.text + state_text(mine), row),
+                              (folder, *hit.paths, *[i.path for i in mine], *fetched), folder))
     out.mixed = by == "session" and 0 < with_sessions < len(subjects)
     return out
 
