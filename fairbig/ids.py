@@ -26,6 +26,7 @@ JOB_ID_WILDCARD = (
         "[A-Za-z0-9._-]", rf"(?:[A-Za-z0-9._-](?<!{re.escape(JOB_ID_NOT_CONTAINING)}))")
     + "".join(rf"(?<!{re.escape(s)})" for s in JOB_ID_NOT_ENDING))
 PATH_RE = re.compile(r"^[A-Za-z0-9._+=@-][A-Za-z0-9._/+=@-]*$")
+_BAD_PARTS = frozenset({"", ".", ".."})  # path components a safe path has none of
 
 
 def job_id_problem(value: str) -> str | None:
@@ -53,8 +54,7 @@ def path_problem(value: str) -> str | None:
     """Why ``value`` is not a safe relative dataset path, or None if it is."""
     if not PATH_RE.match(value):
         return "must be a relative path of letters, digits and ._/+=@-"
-    parts = value.split("/")
-    if any(p in ("", ".", "..") for p in parts):
+    if not _BAD_PARTS.isdisjoint(value.split("/")):
         return "must not contain empty, '.' or '..' components"
     return None
 

@@ -171,6 +171,10 @@ def test_missing_input_subdataset(tmp_path: Path):
     ("-rf\t1000001\t\t" + "a" * 40 + "\tinputs/data/1000001\tresults/-rf\tsh x",
      "line 2 of the plan file has a job ID '-rf' that must be letters"),
     ("1000001\t1000001", "line 2 of the plan file has 2 fields, not 7"),
+    # paths are checked once per plan: a good row first must not let a bad one through
+    ("1000001\t1000001\t\t" + "a" * 40 + "\tinputs/data/1000001,code\tresults/1000001\tsh x\n"
+     "1000002\t1000002\t\t" + "a" * 40 + "\tinputs/data/1000002,code/..\tresults/1000002\tsh x",
+     "line 3 of the plan file has a path 'code/..' that must not contain"),
 ])
 def test_tampered_plan_row_refused(row: str, message: str):
     with pytest.raises(FairbigError) as exc:
