@@ -32,6 +32,7 @@ DESCRIPTIVE_RE = re.compile(r"^(dataset_description\.json|README.*|CHANGES.*|LIC
                             r"CITATION\.cff|\.bidsignore|participants\.json|"
                             r"genetic_info\.json)$")
 PARTICIPANTS = "participants.tsv"
+DESCRIPTION = "dataset_description.json"   # its presence makes a dataset BIDS
 # Metadata files that accompany data of another suffix (events of a bold run, a
 # subject's sessions.tsv): they apply by entities alone.
 COMPANIONS = frozenset({"events", "physio", "stim", "channels", "electrodes", "coordsystem",

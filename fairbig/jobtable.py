@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .bids import (
+    DESCRIPTION,
     DESCRIPTIVE_RE,
     EMPTYROOM,
     PARTICIPANTS,
@@ -105,6 +106,9 @@ def read_layout(root: Path, inputs_path: str, layout: str, by: str,
     if not sub_git.exists():
         raise FairbigError(f"the input dataset {inputs_path} is not installed",
                            f"run 'datalad get -n {inputs_path}'")
+    if layout == "bids" or (layout == "auto" and _described(sub_git, commit)):
+        # detect()'s answer without listing a top folder of 42k subjects (0.2 s)
+        return _bids_units(root / inputs_path, sub_git, commit, by, bids or BidsOptions())
     top = list(ls_tree(sub_git, commit))
     kind = layout if layout != "auto" else detect(top)
     if kind == "ukb":
@@ -112,11 +116,17 @@ def read_layout(root: Path, inputs_path: str, layout: str, by: str,
     return _bids_units(root / inputs_path, sub_git, commit, by, bids or BidsOptions())
 
 
+def _described(git_dir: Path, commit: str) -> bool:
+    """Whether ``commit`` has a top-level ``dataset_description.json``, which makes it
+    BIDS for :func:`detect` whatever else it holds."""
+    return any(e.path == DESCRIPTION for e in ls_tree(git_dir, commit, DESCRIPTION))
+
+
 def detect(top: Sequence[Entry]) -> str:
     """BIDS has ``sub-*`` folders or subdatasets (and a ``dataset_description.json``);
     UK Biobank inputs have a subdataset per numeric participant ID."""
     subjects = [e for e in top if e.mode in (TREE, GITLINK) and e.path.startswith("sub-")]
-    if subjects or any(e.path == "dataset_description.json" for e in top):
+    if subjects or any(e.path == DESCRIPTION for e in top):
         return "bids"
     if any(e.mode == GITLINK for e in top):
         return "ukb"
