@@ -7,7 +7,9 @@ Builds with four ``git mktree --batch`` calls a BIDS tree of N subjects × 2 ses
 T1w.json, acq-mprage_T1w.json, task-rest_bold.json, task-rest_events.tsv, dwi.*; every
 file an annex-style symlink but participants.tsv, a file in git with N rows, read
 row by row) and an analysis repository recording it as ``inputs/data``; then times
-``read_layout`` + ``make_jobs`` + ``render_tsv`` through fairbig's own functions.
+``read_layout`` + ``make_jobs`` + ``render_tsv`` through fairbig's own functions, each
+step's wall/CPU time beside the total, and apart from it ``parse_tsv`` of the plan (what
+the next plan and every other command pay to read it back).
 
 The machine is shared, so the figures come with a baseline measured in the same run
 on the same tree: ``git ls-tree -r -t`` of it to /dev/null, the one git call a plan
@@ -32,7 +34,7 @@ from typing import TypeVar
 
 from bench_plan_status import fast_import  # benchmarks/ is on the path when run as a script
 
-from fairbig.jobtable import Job, Layout, make_jobs, read_layout, render_tsv
+from fairbig.jobtable import Job, Layout, make_jobs, parse_tsv, read_layout, render_tsv
 
 T = TypeVar("T")
 
@@ -105,10 +107,14 @@ def timed(step: Callable[[], T]) -> tuple[T, float, float]:
     return value, time.perf_counter() - t0, cpu() - c0
 
 
-def plan(ana: Path) -> tuple[Layout, list[Job], str]:
-    layout = read_layout(ana, "inputs/data", "auto", "session")
-    jobs = make_jobs(layout.units, "inputs/data", "results", CMD)
-    return layout, jobs, render_tsv(jobs)
+def plan(ana: Path, steps: dict[str, tuple[float, float]]) -> tuple[Layout, list[Job], str]:
+    """The plan, each step's (wall, CPU) seconds put in ``steps``."""
+    layout, *steps["read_layout"] = timed(lambda: read_layout(ana, "inputs/data", "auto",
+                                                               "session"))
+    jobs, *steps["make_jobs"] = timed(lambda: make_jobs(layout.units, "inputs/data",
+                                                        "results", CMD))
+    text, *steps["render_tsv"] = timed(lambda: render_tsv(jobs))
+    return layout, jobs, text
 
 
 def main() -> int:
@@ -126,7 +132,11 @@ def main() -> int:
                    "--full-tree", "HEAD"]
         _, base_s, base_cpu = timed(lambda: subprocess.run(listing, check=True,
                                                            stdout=subprocess.DEVNULL))
-        (layout, jobs, text), plan_s, plan_cpu_s = timed(lambda: plan(ana))
+        steps: dict[str, tuple[float, float]] = {}
+        (layout, jobs, text), plan_s, plan_cpu_s = timed(lambda: plan(ana, steps))
+        # not part of plan_s: what the next plan (its previous plan) and every other
+        # command pay to read this plan back
+        _, *steps["parse_tsv"] = timed(lambda: parse_tsv(text))
     if args.plan_out:
         args.plan_out.write_text(text)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -138,7 +148,8 @@ def main() -> int:
               "baseline_ls_tree_s": round(base_s, 2), "baseline_cpu_s": round(base_cpu, 2),
               "ratio_wall": round(plan_s / base_s, 1), "ratio_cpu": round(plan_cpu_s / base_cpu, 1),
               "load_average": round(os.getloadavg()[0], 1), "plan_bytes": len(text),
-              "peak_rss_mib": round(rss_mib)}
+              "peak_rss_mib": round(rss_mib),
+              "steps_s_cpu_s": {k: [round(w, 2), round(c, 2)] for k, (w, c) in steps.items()}}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -147,7 +158,9 @@ def main() -> int:
               f"({result['plan_cpu_s']} CPU-s, load {result['load_average']}; "
               f"{result['ratio_wall']}x wall, {result['ratio_cpu']}x CPU of git ls-tree -r "
               f"alone: {result['baseline_ls_tree_s']} s), "
-              f"peak RSS {result['peak_rss_mib']} MiB (setup {result['setup_s']} s)")
+              f"peak RSS {result['peak_rss_mib']} MiB (setup {result['setup_s']} s); "
+              + ", ".join(f"{k} {w} s/{c} CPU-s" for k, (w, c) in
+                          result["steps_s_cpu_s"].items()))
     ok = plan_s <= 5 and rss_mib <= 1024
     return 0 if ok else 1
 
