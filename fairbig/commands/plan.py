@@ -19,6 +19,7 @@ from .. import dl
 from ..bids import refuse_bad_labels
 from ..contract import INPUT, OUTPUT
 from ..dataset import Analysis
+from ..derivatives import description_file
 from ..errors import FairbigError
 from ..gittree import git_dir_of, gitlink, symlinked_outputs
 from ..jobtable import (
@@ -216,7 +217,11 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     chosen = select(layout.units, sel.only, sel.exclude)
     if layout.kind == "bids":
         refuse_bad_labels((u.subject, u.session) for u in chosen)
-    jobs = make_jobs(chosen, cfg.inputs.path, cfg.results, cfg.command)
+    elif cfg.results_layout == "bids":
+        raise FairbigError(f"results_layout 'bids' needs BIDS inputs (sub-XX subjects); the "
+                           f"input dataset has the {layout.kind} layout",
+                           "set results_layout: flat in fairbig.yaml; nothing was planned")
+    jobs = make_jobs(chosen, cfg.inputs.path, cfg.results, cfg.command, cfg.results_layout)
     jobs = add_secondaries(jobs, [read_secondary(a.root, s.name, s.path, more[s.path].target
                                                  if s.path in more else None)
                                   for s in cfg.inputs.secondary], layout.skipped)
@@ -239,7 +244,9 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     if req.dry_run:
         return out
     text = render_tsv(jobs)
+    # the BIDS filter files and the derivatives description: committed with the plan
     filters = {a.root / p: t for p, t in filter_files(jobs, cfg.command).items()}
+    filters |= description_file(a, out.input_commit)
     plan_changed = not a.plan_file.exists() or a.plan_file.read_text() != text or any(
         not p.exists() or p.read_text() != t for p, t in filters.items())
     if plan_changed or out.input_updated or sel != kept:
@@ -309,7 +316,10 @@ def commit_plan(a: Analysis, text: str, sel: Selection | None, updates: list[Inp
             write_atomic(path, body)
         if sel:
             cfgmod.update_file(config_file, sel.updates())
-        dl.call(dapi.save, dataset=str(a.root), path=[str(p) for p in paths], message=message)
+        # to_git: the derivatives description lies in <results>/, whose files are
+        # annexed (and encrypted); the plan's other files are kept in git anyway
+        dl.call(dapi.save, dataset=str(a.root), path=[str(p) for p in paths], message=message,
+                to_git=True)
     except BaseException:
         run(["git", "reset", "-q", "--soft", head], cwd=a.root, check=False)
         run(["git", "reset", "-q", "--", *map(str, paths)], cwd=a.root, check=False)

@@ -1,0 +1,73 @@
+"""``results_layout: bids``: the results as one BIDS-derivatives dataset.
+
+Each job writes only its own ``sub-XX/[ses-YY/]`` area (``jobtable.make_jobs`` decides
+it); the one file above the areas, ``<results>/dataset_description.json``, is written
+here by ``fairbig plan`` and committed on the main branch with the plan, never by a
+job: a job writing outside its area is what merge refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .dataset import Analysis, dataset_id_of
+from .images import DOCKER_ARCHIVE, OCI_ARCHIVE, ROOTFS, SIF
+
+DESCRIPTION = "dataset_description.json"
+BIDS_VERSION = "1.11.2"   # the BIDS release the layout and the description follow
+# the image kinds by the suffix init names them with, the longest suffix first
+KINDS = sorted((SIF, OCI_ARCHIVE, DOCKER_ARCHIVE, ROOTFS), key=lambda k: -len(k.suffix))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the description names: the container, the command and the input dataset."""
+
+    container: str          # fairbig.yaml's name, e.g. containers/bids-app
+    image: str              # relative to the analysis dataset
+    image_key: str          # the image's git-annex key (its content), "" if not annexed
+    command: str            # the command template of fairbig.yaml
+    input_id: str           # the input dataset's DataLad ID
+    input_commit: str       # the commit of it the plan was made from
+
+
+def provenance(a: Analysis, input_commit: str) -> Provenance:
+    info = a.container()
+    image = a.root / info.image_path
+    key = os.path.basename(os.readlink(image)) if image.is_symlink() else ""
+    return Provenance(a.config.container, info.image_path, key, a.config.command,
+                      dataset_id_of(a.root / a.config.inputs.path), input_commit)
+
+
+def description(p: Provenance) -> dict:
+    """The derivatives dataset's ``dataset_description.json`` (BIDS: ``DatasetType``
+    derivative requires ``GeneratedBy``): the pipeline first, as its container, then
+    fairbig, which ran it; ``SourceDatasets`` names the input dataset by DataLad ID and
+    commit, so the description changes when, and only when, these do."""
+    container = {"Type": next((k.name for k in KINDS if p.image.endswith(k.suffix)),
+                              "unknown"),
+                 "Tag": p.image_key or p.image}
+    return {
+        "Name": f"{p.container.rpartition('/')[2]} derivatives",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {"Name": p.container.rpartition("/")[2], "Description": p.command,
+             "Container": container},
+            {"Name": "fairbig", "Version": __version__,
+             "Description": "FAIRly big workflow: one job per subject/session, merged"},
+        ],
+        "SourceDatasets": [{"URL": f"datalad:{p.input_id}", "Version": p.input_commit}],
+    }
+
+
+def description_file(a: Analysis, input_commit: str) -> dict[Path, str]:
+    """``{path: text}`` of the description a plan commits; empty in the flat layout."""
+    if a.config.results_layout != "bids":
+        return {}
+    text = json.dumps(description(provenance(a, input_commit)), indent=2) + "\n"
+    return {a.root / a.config.results / DESCRIPTION: text}
