@@ -546,6 +546,8 @@ def _set_path(doc: CommentedMap, dotted: str, value: Any) -> None:
     node = doc
     *parents, last = dotted.split(".")
     for part in parents:
+        if part not in node:  # a partial file (init --config) may lack the section
+            node[part] = CommentedMap()
         node = node[part]
     if last not in node and node and (prev := list(node)[-1]) in node.ca.items:
         # a key added to a file written before it existed goes last in its section;

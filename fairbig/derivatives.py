@@ -66,8 +66,20 @@ def description(p: Provenance) -> dict:
 
 
 def description_file(a: Analysis, input_commit: str) -> dict[Path, str]:
-    """``{path: text}`` of the description a plan commits; empty in the flat layout."""
+    """``{path: text}`` of the description a plan commits, and of ``.gitattributes``
+    if it lacks the rule that keeps the description in git: every other file below
+    ``<results>/`` is annexed (and so encrypted in the output store), but this one is
+    fairbig's, plain metadata every reader of the merged results needs. Empty in the
+    flat layout."""
     if a.config.results_layout != "bids":
         return {}
-    text = json.dumps(description(provenance(a, input_commit)), indent=2) + "\n"
-    return {a.root / a.config.results / DESCRIPTION: text}
+    path = f"{a.config.results}/{DESCRIPTION}"
+    out = {a.root / path: json.dumps(description(provenance(a, input_commit)), indent=2) + "\n"}
+    rule = f"{path} annex.largefiles=nothing"
+    attributes = a.root / ".gitattributes"
+    old = attributes.read_text() if attributes.exists() else ""
+    if rule not in old.splitlines():
+        out[attributes] = old + ("" if old.endswith("\n") or not old else "\n") + (
+            "# the BIDS-derivatives description is fairbig's metadata, kept in git\n"
+            f"{rule}\n")
+    return out

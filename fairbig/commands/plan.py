@@ -226,8 +226,10 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
                                                  if s.path in more else None)
                                   for s in cfg.inputs.secondary], layout.skipped)
     refuse_symlinked_outputs(a, jobs)
-    previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
+    old_jobs = current_jobs(a) if a.plan_file.exists() else []
+    previous = {j.job_id: j.input_state for j in old_jobs}
     finished = finished_states(a)
+    refuse_moved(old_jobs, jobs, finished)
     if not req.allow_shrink:
         refuse_shrink(jobs, dropped_with_results(previous, jobs, finished), sel)
     d = diff(jobs, finished)
@@ -276,6 +278,20 @@ def refuse_symlinked_outputs(a: Analysis, jobs: list[Job]) -> None:
                            "(git rm) or change 'results' in fairbig.yaml; nothing was planned")
 
 
+def refuse_moved(old_jobs: list[Job], jobs: list[Job], finished: dict[str, str]) -> None:
+    """A job whose result exists keeps its area: with another ``results_layout`` (or
+    ``results``) its result would count as done where it no longer is."""
+    old = {j.job_id: j.outputs for j in old_jobs}
+    moved = [j.job_id for j in jobs if j.job_id in finished and old.get(j.job_id, j.outputs)
+             != j.outputs]
+    if moved:
+        shown = ", ".join(moved[:SHOWN]) + (" …" if len(moved) > SHOWN else "")
+        raise FairbigError(f"{len(moved)} job(s) with results in the output store would move "
+                           f"to another area (results_layout or results changed): {shown}",
+                           "set them back in fairbig.yaml, or start a new analysis dataset "
+                           "with 'fairbig init'; nothing was planned")
+
+
 def refuse_shrink(jobs: list[Job], lost: list[str], sel: Selection) -> None:
     """A plan never silently forgets results or becomes empty: the user says so."""
     if lost:
@@ -316,10 +332,7 @@ def commit_plan(a: Analysis, text: str, sel: Selection | None, updates: list[Inp
             write_atomic(path, body)
         if sel:
             cfgmod.update_file(config_file, sel.updates())
-        # to_git: the derivatives description lies in <results>/, whose files are
-        # annexed (and encrypted); the plan's other files are kept in git anyway
-        dl.call(dapi.save, dataset=str(a.root), path=[str(p) for p in paths], message=message,
-                to_git=True)
+        dl.call(dapi.save, dataset=str(a.root), path=[str(p) for p in paths], message=message)
     except BaseException:
         run(["git", "reset", "-q", "--soft", head], cwd=a.root, check=False)
         run(["git", "reset", "-q", "--", *map(str, paths)], cwd=a.root, check=False)
