@@ -278,6 +278,11 @@ def refuse_symlinked_outputs(a: Analysis, jobs: list[Job]) -> None:
                            "(git rm) or change 'results' in fairbig.yaml; nothing was planned")
 
 
+def shown(ids: list[str]) -> str:
+    """The first IDs of a list for a one-line error."""
+    return ", ".join(ids[:SHOWN]) + (" …" if len(ids) > SHOWN else "")
+
+
 def refuse_moved(old_jobs: list[Job], jobs: list[Job], finished: dict[str, str]) -> None:
     """A job whose result exists keeps its area: with another ``results_layout`` (or
     ``results``) its result would count as done where it no longer is."""
@@ -285,9 +290,9 @@ def refuse_moved(old_jobs: list[Job], jobs: list[Job], finished: dict[str, str])
     moved = [j.job_id for j in jobs if j.job_id in finished and old.get(j.job_id, j.outputs)
              != j.outputs]
     if moved:
-        shown = ", ".join(moved[:SHOWN]) + (" …" if len(moved) > SHOWN else "")
         raise FairbigError(f"{len(moved)} job(s) with results in the output store would move "
-                           f"to another area (results_layout or results changed): {shown}",
+                           f"to another area (results_layout or results changed): "
+                           f"{shown(moved)}",
                            "set them back in fairbig.yaml, or start a new analysis dataset "
                            "with 'fairbig init'; nothing was planned")
 
@@ -295,9 +300,8 @@ def refuse_moved(old_jobs: list[Job], jobs: list[Job], finished: dict[str, str])
 def refuse_shrink(jobs: list[Job], lost: list[str], sel: Selection) -> None:
     """A plan never silently forgets results or becomes empty: the user says so."""
     if lost:
-        shown = ", ".join(lost[:SHOWN]) + (" …" if len(lost) > SHOWN else "")
         raise FairbigError(f"this plan would drop {len(lost)} job(s) whose results are in the "
-                           f"output store: {shown}",
+                           f"output store: {shown(lost)}",
                            "keep them in --only/--exclude, or pass --allow-shrink to drop "
                            "them; nothing was planned")
     if not jobs:
