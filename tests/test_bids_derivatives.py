@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from fairbig.errors import FairbigError
 from fairbig.jobtable import Unit, make_jobs
 
 from .conftest import REPO, fairbig, load_generator
+from .test_bids import git, run_by_session
 
 gen = load_generator("bids-mini")
 SUBJECTS = {"sub-01": {"ses-1": ["anat", "func"], "ses-2": ["anat"]},
@@ -155,13 +155,15 @@ def test_results_layout_is_validated():
 
 def test_the_description_is_valid_for_the_schema():
     desc = description(Provenance("containers/bids-app", "containers/images/bids-app.sif",
-                                  "MD5E-s10--abc.sif", APP, "1234-id", "c0ffee"))
+                                  "MD5E-s10--abc.sif", APP,
+                                  (("1234-id", "c0ffee"), ("5678-id", "beef"))))
     assert description_problems(desc) == []
     assert desc["GeneratedBy"][0] == {"Name": "bids-app", "Description": APP, "Container": {
         "Type": "sif", "Tag": "MD5E-s10--abc.sif"}}
     assert desc["GeneratedBy"][1]["Name"] == "fairbig"
     assert desc["GeneratedBy"][1]["Version"] == __version__
-    assert desc["SourceDatasets"] == [{"URL": "datalad:1234-id", "Version": "c0ffee"}]
+    assert desc["SourceDatasets"] == [{"URL": "datalad:1234-id", "Version": "c0ffee"},
+                                      {"URL": "datalad:5678-id", "Version": "beef"}]
     # the checks themselves see what is wrong
     assert description_problems({"Name": "x", "BIDSVersion": "1", "DatasetType": "derivative",
                                  "GeneratedBy": [{"Version": "1"}]}) == [
@@ -173,11 +175,6 @@ def test_the_description_is_valid_for_the_schema():
 
 # ------------------------------------------------------------ end to end
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def derivs_run(tmp_path_factory, image, lab_key) -> dict:
     """Sessions and a sessionless subject, planned by session in the BIDS-derivatives
@@ -187,14 +184,9 @@ def derivs_run(tmp_path_factory, image, lab_key) -> dict:
     gen.generate(base / "bids", SUBJECTS, store_url=store)
     settings = base / "settings.yaml"
     settings.write_text("results_layout: bids\n")    # a partial file, as a user writes it
-    ana = base / "analysis"
-    fairbig("init", str(ana), "--input", f"{store}#~bids", "--container", str(image),
-            "--command", APP, "--by", "session", "--config", str(settings),
-            "--input-store", f"{base}/analysis-in", "--output-store", f"{base}/analysis-out",
-            "--encrypt-to", lab_key,
-            "--code", str(REPO / "examples" / "bids-mini" / "code" / "bids_app.sh"))
-    plan = json.loads(fairbig("plan", "--json", cwd=ana).stdout)
-    fairbig("submit", "-j", "2", cwd=ana)
+    ana, plan = run_by_session(base, image, lab_key, APP,
+                               REPO / "examples" / "bids-mini" / "code" / "bids_app.sh",
+                               "--input", f"{store}#~bids", "--config", str(settings))
     merged = json.loads(fairbig("merge", "--json", cwd=ana).stdout)
     return {"ana": ana, "src": base / "bids", "plan": plan, "merged": merged,
             "store": base / "analysis-out"}

@@ -248,7 +248,8 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     text = render_tsv(jobs)
     # the BIDS filter files and the derivatives description: committed with the plan
     filters = {a.root / p: t for p, t in filter_files(jobs, cfg.command).items()}
-    filters |= description_file(a, out.input_commit)
+    filters |= description_file(a, {rel: u.target for rel, u in ((cfg.inputs.path, update),
+                                                                 *more.items()) if u})
     plan_changed = not a.plan_file.exists() or a.plan_file.read_text() != text or any(
         not p.exists() or p.read_text() != t for p, t in filters.items())
     if plan_changed or out.input_updated or sel != kept:
