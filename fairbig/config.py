@@ -33,6 +33,7 @@ from .stores import LOCAL_SCHEME, local_root
 
 CONFIG_NAME = "fairbig.yaml"
 LAYOUTS = ("auto", "ukb", "bids")
+RESULTS_LAYOUTS = ("flat", "bids")
 JOB_UNITS = ("subject", "session")
 COMMAND_PLACEHOLDERS = PLACEHOLDERS  # filled per job by fairbig (jobtable.py)
 DATALAD_PLACEHOLDERS = ("inputs", "outputs")  # datalad run fills these itself
@@ -211,6 +212,10 @@ class Config:
                            + ", and datalad's "
                            + " ".join(f"{{{p}}}" for p in DATALAD_PLACEHOLDERS) + ".")
     results: str = setting("results", "Results go below this folder, one folder per job.")
+    results_layout: str = setting("flat", "flat: each job writes <results>/<job ID>/ |"
+                                  " bids: a BIDS-derivatives dataset, each job writes"
+                                  " <results>/sub-XX/[ses-YY/] and fairbig writes"
+                                  " <results>/dataset_description.json (BIDS inputs only).")
     job: JobConfig = setting(JobConfig, "How every job runs, whatever the backend.")
     runtime: RuntimeConfig = setting(RuntimeConfig, "How the container runs on the nodes:"
                                      " runtime, binds, environment, GPUs.")
@@ -294,6 +299,12 @@ def validate(cfg: Config) -> list[str]:
             p.append(f"{name} '{val}' {problem}")
     if cfg.inputs.layout not in LAYOUTS:
         p.append(f"inputs.layout '{cfg.inputs.layout}' must be one of {', '.join(LAYOUTS)}")
+    if cfg.results_layout not in RESULTS_LAYOUTS:
+        p.append(f"results_layout '{cfg.results_layout}' must be one of"
+                 f" {', '.join(RESULTS_LAYOUTS)}")
+    if cfg.results_layout == "bids" and cfg.inputs.layout == "ukb":
+        p.append("results_layout 'bids' needs BIDS inputs (sub-XX subjects);"
+                 " inputs.layout is ukb: set results_layout to flat")
     if cfg.inputs.by not in JOB_UNITS:
         p.append(f"inputs.by '{cfg.inputs.by}' must be one of {', '.join(JOB_UNITS)}")
     if not isinstance(cfg.inputs.bids_emptyroom, bool):
@@ -535,6 +546,8 @@ def _set_path(doc: CommentedMap, dotted: str, value: Any) -> None:
     node = doc
     *parents, last = dotted.split(".")
     for part in parents:
+        if part not in node:  # a partial file (init --config) may lack the section
+            node[part] = CommentedMap()
         node = node[part]
     if last not in node and node and (prev := list(node)[-1]) in node.ca.items:
         # a key added to a file written before it existed goes last in its section;

@@ -18,6 +18,8 @@ MERGED_FILE = f"{FAIRBIG_DIR}/merged.tsv"       # job -> input state merged, com
 PUBKEY_FILE = f"{FAIRBIG_DIR}/lab-pubkey.asc"   # the lab's public key(s), committed
 WORK_DIR = f"{FAIRBIG_DIR}/work"                # local only (.gitignore), never committed
 BIDS_FILTER_DIR = f"{FAIRBIG_DIR}/bids-filters"  # BIDS filter files of a plan, committed
+# a BIDS App's scratch output_dir in a job's clone (below WORK_DIR: ignored, never saved)
+APP_SCRATCH = f"{WORK_DIR}/bids-app"
 # ... and in it (Analysis.work):
 STATE = "state"    # a job's <job>.json record, its claim, its cancel mark
 LOGS = "logs"      # one <job>.log per job, every backend

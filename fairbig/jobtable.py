@@ -33,6 +33,7 @@ from .bids import (
     state_of,
     state_text,
 )
+from .contract import APP_SCRATCH
 from .errors import FairbigError
 from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
 from .gittree import git_dir_of, gitlink
@@ -44,10 +45,13 @@ LIST_SEP = ","  # between the paths of the inputs and outputs columns
 UKB_RECORD_RE = re.compile(r"^\d+_(\d+)_\d+(\.[A-Za-z0-9.]+)?$")
 # What fairbig fills into the command per job; {subject_label}/{session_label} are the
 # bare BIDS labels a BIDS App takes (--participant-label 01, not sub-01), and
-# {bids_filter_file} the BIDS filter file (--bids-filter-file) of the job's session.
+# {bids_filter_file} the BIDS filter file (--bids-filter-file) of the job's session;
+# {app_output_dir} a scratch output_dir for a BIDS App, whose sub-XX/[ses-YY/] tree the
+# job's command then copies into its own area (the App's top-level files stay behind).
 FILTER_PLACEHOLDER = "bids_filter_file"
+APP_PLACEHOLDER = "app_output_dir"
 PLACEHOLDERS = ("job", "subject", "subject_label", "session", "session_label", "input_dir",
-                "output_dir", FILTER_PLACEHOLDER)
+                "output_dir", FILTER_PLACEHOLDER, APP_PLACEHOLDER)
 PLACEHOLDER_RE = re.compile("{(" + "|".join(PLACEHOLDERS) + ")}")
 
 
@@ -384,8 +388,14 @@ def command_template(command: str) -> str:
 
 
 @gc_paused()
-def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: str) -> list[Job]:
-    """Jobs for ``units``, sorted by ID; refuses IDs or paths unsafe for a shell."""
+def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: str,
+              results_layout: str = "flat") -> list[Job]:
+    """Jobs for ``units``, sorted by ID; refuses IDs or paths unsafe for a shell.
+
+    The one place a job's area (its ``outputs``) is decided: ``<results>/<job ID>`` in
+    the flat layout, ``<results>/<subject>[/<session>]`` in the BIDS-derivatives one,
+    where the session jobs of a subject share ``sub-XX/`` but not a path. Job body,
+    merge, export and rerun read the area from the plan's ``outputs`` column."""
     ids = [job_id(u) for u in units]
     bad = sorted({i for i in ids if job_id_problem(i)})
     if bad:
@@ -393,18 +403,24 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
         raise FairbigError(f"{len(bad)} subject/session ID(s) are unsafe for job names: {shown}"
                            f" ({job_id_problem(bad[0])})",
                            "rename them in the input dataset or leave them out with --exclude")
+    bids = results_layout == "bids"
     template = command_template(command)
+    if "{" + APP_PLACEHOLDER + "}" in template:
+        # the App's subject/session subtree into the job's area, in the recorded command
+        template += " && mkdir -p {output_dir} && cp -R {app_output_dir}/{app_tree}/. {output_dir}/"
     jobs = []
     checked: dict[str, str] = {}    # inherited paths recur in every job: check each once
     for jid, u in zip(ids, units, strict=True):
         inputs = tuple([checked.get(p) or _checked_input(checked, inputs_path, p, jid)
                         for p in u.paths])
-        output = f"{results}/{jid}"
+        tree = f"{u.subject}/{u.session}" if u.session else u.subject
+        output = f"{results}/{tree}" if bids else f"{results}/{jid}"
         values = {"job": jid, "subject": u.subject, "session": u.session,
                   "subject_label": u.subject.removeprefix("sub-"),
                   "session_label": u.session.removeprefix("ses-"),
                   "input_dir": f"{inputs_path}/{u.input_dir}", "output_dir": output,
-                  FILTER_PLACEHOLDER: filter_file(u.session)}
+                  FILTER_PLACEHOLDER: filter_file(u.session),
+                  APP_PLACEHOLDER: f"{APP_SCRATCH}/{jid}", "app_tree": tree}
         jobs.append(Job(jid, u.subject, u.session, u.state, inputs, (output,),
                         template.format_map(values)))
     jobs.sort(key=operator.attrgetter("job_id"))
@@ -412,7 +428,25 @@ def make_jobs(units: Sequence[Unit], inputs_path: str, results: str, command: st
     if dupes:
         raise FairbigError(f"duplicate job IDs: {', '.join(dupes[:5])}",
                            "plan --by session, or rename the clashing subjects")
+    if bids:
+        refuse_nested(jobs)
     return jobs
+
+
+def refuse_nested(jobs: Sequence[Job]) -> None:
+    """Merge lets a job write only below its area and refuses two jobs writing one
+    path; an area inside another's (a subject job's ``sub-01/`` over a session job's
+    ``sub-01/ses-1/``) would let both write one file, so such a plan is refused. Sorted
+    with a trailing ``/``, every area is directly followed by the areas inside it."""
+    owner = {f"{o}/": j.job_id for j in jobs for o in j.outputs}
+    areas = sorted(owner)
+    nested = [(a, b) for a, b in itertools.pairwise(areas) if b.startswith(a)]
+    if nested:
+        outer, inner = nested[0]
+        raise FairbigError(f"{len(nested)} job area(s) lie inside another's, e.g. job "
+                           f"{owner[inner]}'s {inner} inside job {owner[outer]}'s {outer}",
+                           "plan --by session with sessions in every folder of the subject, "
+                           "or set results_layout: flat; nothing was planned")
 
 
 def _checked_input(checked: dict[str, str], inputs_path: str, path: str, jid: str) -> str:

@@ -25,6 +25,7 @@ from ..gpg import require_secret_key
 from ..ids import job_id_problem, path_problem
 from ..proc import run
 from ..storeview import read_finished
+from .plan import current_jobs
 
 
 def result_ref(a: Analysis, job: str) -> str:
@@ -53,13 +54,19 @@ def _reader(a: Analysis) -> Path:
 
 
 def fetch(a: Analysis, job: str, path: str, dest: Path) -> Path:
-    """Copy ``<results>/<job>/<path>`` of the job's result to ``dest``, decrypted."""
+    """Copy ``<area>/<path>`` of the job's result to ``dest``, decrypted; the area is the
+    job's outputs in the plan (``results/<job>``, or ``results/sub-XX/ses-YY`` in the
+    BIDS-derivatives layout)."""
     for value, problem in ((job, job_id_problem(job)), (path, path_problem(path))):
         if problem:
             raise FairbigError(f"invalid job or result path {value!r}: {problem}",
                                "give a job ID from the plan and a path below its results")
+    area = next((j.outputs[0] for j in current_jobs(a) if j.job_id == job), None)
+    if area is None:
+        raise FairbigError(f"job {job} is not in the plan", "give a job ID from the plan "
+                           "('fairbig status' lists them)")
     ref = result_ref(a, job)
-    rel = f"{a.config.results}/{job}/{path}"
+    rel = f"{area}/{path}"
     entry = next(ls_tree(a.output_git, ref, rel), None)
     if entry is None:
         raise FairbigError(f"job {job}'s result has no file {path}",

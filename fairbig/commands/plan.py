@@ -19,6 +19,7 @@ from .. import dl
 from ..bids import refuse_bad_labels
 from ..contract import INPUT, OUTPUT
 from ..dataset import Analysis
+from ..derivatives import description_file
 from ..errors import FairbigError
 from ..gittree import git_dir_of, gitlink, symlinked_outputs
 from ..jobtable import (
@@ -216,13 +217,19 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     chosen = select(layout.units, sel.only, sel.exclude)
     if layout.kind == "bids":
         refuse_bad_labels((u.subject, u.session) for u in chosen)
-    jobs = make_jobs(chosen, cfg.inputs.path, cfg.results, cfg.command)
+    elif cfg.results_layout == "bids":
+        raise FairbigError(f"results_layout 'bids' needs BIDS inputs (sub-XX subjects); the "
+                           f"input dataset has the {layout.kind} layout",
+                           "set results_layout: flat in fairbig.yaml; nothing was planned")
+    jobs = make_jobs(chosen, cfg.inputs.path, cfg.results, cfg.command, cfg.results_layout)
     jobs = add_secondaries(jobs, [read_secondary(a.root, s.name, s.path, more[s.path].target
                                                  if s.path in more else None)
                                   for s in cfg.inputs.secondary], layout.skipped)
     refuse_symlinked_outputs(a, jobs)
-    previous = {j.job_id: j.input_state for j in current_jobs(a)} if a.plan_file.exists() else {}
+    old_jobs = current_jobs(a) if a.plan_file.exists() else []
+    previous = {j.job_id: j.input_state for j in old_jobs}
     finished = finished_states(a)
+    refuse_moved(old_jobs, jobs, finished)
     if not req.allow_shrink:
         refuse_shrink(jobs, dropped_with_results(previous, jobs, finished), sel)
     d = diff(jobs, finished)
@@ -239,7 +246,10 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     if req.dry_run:
         return out
     text = render_tsv(jobs)
+    # the BIDS filter files and the derivatives description: committed with the plan
     filters = {a.root / p: t for p, t in filter_files(jobs, cfg.command).items()}
+    filters |= description_file(a, {rel: u.target for rel, u in ((cfg.inputs.path, update),
+                                                                 *more.items()) if u})
     plan_changed = not a.plan_file.exists() or a.plan_file.read_text() != text or any(
         not p.exists() or p.read_text() != t for p, t in filters.items())
     if plan_changed or out.input_updated or sel != kept:
@@ -269,12 +279,30 @@ def refuse_symlinked_outputs(a: Analysis, jobs: list[Job]) -> None:
                            "(git rm) or change 'results' in fairbig.yaml; nothing was planned")
 
 
+def shown(ids: list[str]) -> str:
+    """The first IDs of a list for a one-line error."""
+    return ", ".join(ids[:SHOWN]) + (" …" if len(ids) > SHOWN else "")
+
+
+def refuse_moved(old_jobs: list[Job], jobs: list[Job], finished: dict[str, str]) -> None:
+    """A job whose result exists keeps its area: with another ``results_layout`` (or
+    ``results``) its result would count as done where it no longer is."""
+    old = {j.job_id: j.outputs for j in old_jobs}
+    moved = [j.job_id for j in jobs if j.job_id in finished and old.get(j.job_id, j.outputs)
+             != j.outputs]
+    if moved:
+        raise FairbigError(f"{len(moved)} job(s) with results in the output store would move "
+                           f"to another area (results_layout or results changed): "
+                           f"{shown(moved)}",
+                           "set them back in fairbig.yaml, or start a new analysis dataset "
+                           "with 'fairbig init'; nothing was planned")
+
+
 def refuse_shrink(jobs: list[Job], lost: list[str], sel: Selection) -> None:
     """A plan never silently forgets results or becomes empty: the user says so."""
     if lost:
-        shown = ", ".join(lost[:SHOWN]) + (" …" if len(lost) > SHOWN else "")
         raise FairbigError(f"this plan would drop {len(lost)} job(s) whose results are in the "
-                           f"output store: {shown}",
+                           f"output store: {shown(lost)}",
                            "keep them in --only/--exclude, or pass --allow-shrink to drop "
                            "them; nothing was planned")
     if not jobs:

@@ -164,7 +164,13 @@ git remote add "$output_remote" "$output_url"
 # Of the results tree only this job's directory: after a merge of thousands of jobs,
 # every job would otherwise check out everybody's results (42,715 jobs x 30 files:
 # about a minute and 1.3 M inodes per clone). The commit still holds them all.
-git sparse-checkout set --no-cone '/*' "!/$results_dir/*/" "/$results_dir/$job_id/"
+# The job's area is its row's outputs (results/<job>/, or results/sub-XX/ses-YY/ in the
+# BIDS-derivatives layout: git re-includes a folder below an excluded one), read from
+# the plan before the checkout.
+mapfile -t areas < <(git show "$plan_commit:$plan_file" | awk -F '\t' -v id="$job_id" \
+    -v k=1 -v n=6 -v sep="$list_sep" \
+    'NR > 1 && $k == id { c = split($n, o, sep); for (i = 1; i <= c; i++) print "/" o[i] "/"; exit }')
+git sparse-checkout set --no-cone '/*' "!/$results_dir/*/" "${areas[@]}"
 git checkout -q -b "$branch_prefix$job_id" "$plan_commit"
 log "checked out; $(git ls-files -t -- "$results_dir" | grep -c '^S' || true) result file(s) of other jobs left out"
 export GNUPGHOME="$workdir/gnupg"

@@ -5,7 +5,9 @@
 # Reads what the filter file (fMRIPrep's format) lets it see of its participant, as a
 # real App would: prints "read: PATH" for each file it opened; "seen: PATH" for every
 # file with content present under BIDS_DIR (an annexed file that was not fetched is a
-# broken link and is not listed); writes OUTPUT_DIR/sub-L[/ses-S]/sub-L[_ses-S]_desc-seen_files.tsv.
+# broken link and is not listed); writes OUTPUT_DIR/sub-L[/ses-S]/sub-L[_ses-S]_scans.tsv
+# (the files it read, relative to that folder, with their sizes) and, as real Apps do,
+# OUTPUT_DIR/dataset_description.json and OUTPUT_DIR/logs/ once per call.
 set -eu
 export LC_ALL=C
 usage="usage: bids_app.sh BIDS_DIR OUTPUT_DIR participant --participant-label L [--session-label S] [--bids-filter-file F]"
@@ -34,10 +36,13 @@ find -L "$bids" \( -name .git -o -name .datalad \) -prune -o -type f -print \
 sub=sub-$label
 dir=$sub${session:+/ses-$session}
 name=$sub${session:+_ses-$session}
-mkdir -p "$out/$dir"
-tsv=$out/$dir/${name}_desc-seen_files.tsv
+mkdir -p "$out/$dir" "$out/logs"
+echo '{"Name": "bids-mini App", "BIDSVersion": "1.11.2", "DatasetType": "derivative"}' \
+    > "$out/dataset_description.json"
+tsv=$out/$dir/${name}_scans.tsv
 printf 'filename\tbytes\n' > "$tsv"
 for f in $(cd "$bids" && find -L "$dir" -type f | sort); do
-    printf '%s\t%s\n' "$f" "$(wc -c < "$bids/$f")" >> "$tsv"
+    printf '%s\t%s\n' "${f#"$dir"/}" "$(wc -c < "$bids/$f")" >> "$tsv"
     echo "read: $f"
 done
+echo "participant $label${session:+ session $session} done" > "$out/logs/$name.log"
