@@ -173,3 +173,28 @@ def test_a_throttle_puts_the_whole_submission_in_one_array():
     many = make_batches(jobs, Layout(batch=1001))
     assert len(many) == 43 and {b.per_task for b in many} == {1}
     assert [b.offset for b in many[:2]] == [0, 1001] and many[-1].tasks == 673
+
+
+def test_slurm_layout_reads_max_array_size_and_never_guesses_it(tmp_path, monkeypatch):
+    """The arrays of a submission are cut at the MaxArraySize slurmctld reports now. When
+    ``scontrol show config`` fails (slurmctld restarting, unreachable), submit stops with
+    scontrol's own words instead of assuming SLURM's default 1001: on a cluster with a
+    lower limit that guess makes one array where several are due (sbatch then refuses
+    it with 'Invalid job array specification', which names no cause)."""
+    from fairbig.backends.base import Layout
+    from fairbig.errors import CommandError
+
+    scontrol = tmp_path / "scontrol"
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    cfg = slurm_config()
+    cfg.backend.slurm.throttle = 0
+    scontrol.write_text("#!/bin/sh\necho 'MaxArraySize            = 3'\n")
+    scontrol.chmod(0o755)
+    assert get_backend("slurm", cfg).layout(False) == Layout(batch=3)
+    scontrol.write_text("#!/bin/sh\necho 'slurm_load_ctl_conf error: Unable to contact slurm "
+                        "controller (connect failure)' >&2\nexit 1\n")
+    with pytest.raises(CommandError) as err:
+        get_backend("slurm", cfg).layout(False)
+    assert str(err.value) == ("`scontrol show config` failed with exit code 1: slurm_load_ctl_"
+                              "conf error: Unable to contact slurm controller (connect failure)"
+                              " (check that slurmctld answers ('scontrol ping') and submit again)")

@@ -88,8 +88,10 @@ class SlurmBackend(Backend):
         than MaxArraySize, each task runs several jobs one after another."""
         most = DEFAULT_MAX_ARRAY
         if not dry_run:
-            res = run(["scontrol", "show", "config"], check=False,
-                      hint="run fairbig where the SLURM commands are, e.g. on a login node")
+            # never guessed: SLURM's default where the cluster's limit is lower makes one
+            # array where several are due, which sbatch refuses without naming the cause
+            res = run(["scontrol", "show", "config"],
+                      hint="check that slurmctld answers ('scontrol ping') and submit again")
             most = parse_max_array(res.stdout)
         return Layout(tasks=most) if self.cfg.throttle else Layout(batch=most)
 
