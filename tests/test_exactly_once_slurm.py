@@ -114,12 +114,10 @@ def test_two_slurm_submits_at_once_run_each_job_once(slurm, tmp_path,  # noqa: F
 
 
 @pytest.mark.long
-# Flaky, cause not established (issue 15 stays open on it): in clean-clone runs it failed
-# at point after-2 (session 6) and during-1 (2 of 4 cancelled jobs shown otherwise; the
-# classifier fix of that case is unit-tested in test_exactly_once.py), and once alone at
-# before-2 with one sbatch call where MaxArraySize 3 must split 4 jobs into two (the
-# cluster's reconfiguration not yet in effect?). Non-strict so CI still runs and shows it.
-@pytest.mark.xfail(strict=False, reason="flaky kill-point sweep, see the comment above")
+# Once flaky (issue 15): another test session's ensure_slurm(None) restarted the cluster
+# with MaxArraySize 1001 mid-sweep (one array where 3 + 1 were due); sessions now hold the
+# cluster (tests/slurm_cluster.hold_cluster) and each point proves MaxArraySize 3. A
+# failure prints the whole scene (scene()).
 def test_submit_killed_at_every_point_forgets_nothing(slurm, tmp_path,  # noqa: F811
                                                       ukb_input, image, lab_key):
     from .slurm_cluster import ensure_slurm, reported_max_array
