@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from fairbig.backends.slurm import DEFAULT_MAX_ARRAY, parse_max_array
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 SLURM_UP = SCRIPTS / "slurm-up"
@@ -43,7 +44,6 @@ def slurm_available() -> bool:
 
 SLURM_DIR = Path(os.environ.get("FAIRBIG_SLURM_DIR", "/var/tmp/fairbig-slurm"))
 SESSIONS_LOCK = SLURM_DIR / "sessions.lock"
-DEFAULT_MAX_ARRAY = 1001
 _held: list[int] = []  # the lock's fd while this process holds the cluster
 
 
@@ -84,8 +84,7 @@ def reported_max_array() -> int:
                           timeout=30)
     if proc.returncode != 0:
         raise SlurmClusterError(f"scontrol show config failed: {proc.stderr.strip()}")
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.MULTILINE)
-    return int(m.group(1)) if m else DEFAULT_MAX_ARRAY
+    return parse_max_array(proc.stdout)
 
 
 def ensure_slurm(max_array_size: int | None = None, timeout: float = 600) -> None:
