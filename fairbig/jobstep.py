@@ -8,6 +8,8 @@ The job body (templates/job.sh.j2) calls these with the venv's python:
   through a symlink, before anything is deleted;
 - ``push``: push the job branch under the store's push lock, only if no
   newer result is there (otherwise the attempt is *superseded*);
+- ``base``: make the first commit of the job's branch, the plan commit without
+  the results of all jobs (:func:`fairbig.treemerge.without_path`);
 - ``install``: install the datasets the job reads with git and get their content
   (:mod:`fairbig.jobinstall`), instead of a datalad process;
 - ``measure``: run a step's command and append what it used to the job's usage
@@ -261,6 +263,25 @@ def push(args: argparse.Namespace) -> int:
 
 # -- command line ---------------------------------------------------------------------
 
+def base_commit(root: Path, plan_commit: str, results: str, job_id: str) -> str:
+    """The commit a job's branch starts from: the plan commit's tree without ``results``.
+
+    The job's run commit then holds its own results only, not a copy of the
+    results folder of every job merged before it: a merge reads, compares and
+    fetches what the job wrote (issue 20), and the run record's parent is
+    still exactly what the pipeline saw (no results of an earlier run either:
+    the job owns its outputs whole).
+    """
+    from .gitcmd import git  # git layer: only this step needs it
+    from .treemerge import without_path
+    tree = without_path(root / ".git", f"{plan_commit}^{{tree}}", results)
+    message = (f"fairbig job {job_id}: start from plan commit {plan_commit[:12]}\n\n"
+               f"Its tree without {results}/: the next commit holds this job's results "
+               "only.\n")
+    return git(root / ".git", "commit-tree", tree, "-p", plan_commit, "-m",
+               message).stdout.strip()
+
+
 def _record_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per field of JobRecord, and the job shell's PID."""
     for f in dataclasses.fields(JobRecord):
@@ -291,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, required=True)
     p.add_argument("--replace", default="", help="1: replace a result for the same input "
                    "state (a forced run)")
+    b = sub.add_parser("base", help="commit the plan commit's tree without the results "
+                       "folder on top of it, print the commit")
+    for name in ("plan-commit", "results", "job-id"):
+        b.add_argument(f"--{name}", required=True)
     i = sub.add_parser("install", help="install the datasets of PATHS with git, get them")
     i.add_argument("--store", action="append", required=True,
                    help="a store the job may install from and enable (repeatable)")
@@ -317,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             if problem:
                 print(f"fairbig job: {problem}", file=sys.stderr)
                 return 2
+        return 0
+    if args.command == "base":
+        print(base_commit(Path.cwd(), args.plan_commit, args.results, args.job_id))
         return 0
     if args.command == "install":
         from .jobinstall import install  # git layer and stores: only this step needs them

@@ -23,7 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import JOB_REF_PREFIX
-from .gitcmd import DELETED, GITLINK, diff_tree, for_each_ref, git, missing_objects
+from .gitcmd import (
+    DELETED,
+    GITLINK,
+    TREE,
+    Entry,
+    cat_file,
+    diff_tree,
+    for_each_ref,
+    git,
+    ls_tree,
+    missing_objects,
+    parse_tree_object,
+)
 
 FSCK_HINT = "check the output store's repository with 'git fsck'"
 WHOLE_BRANCH = "."  # Conflict.path when a whole branch is refused
@@ -108,8 +120,8 @@ def _parents(git_dir: Path, revs: Iterable[str], *opts: str) -> dict[str, list[s
     return {shas[0]: shas[1:] for shas in (line.split() for line in out.decode().splitlines())}
 
 
-def _fork_points(git_dir: Path, base: str, history: dict[str, int],
-                 tips: Sequence[str]) -> dict[str, str | None]:
+def _fork_points(git_dir: Path, base: str, history: dict[str, int], tips: Sequence[str],
+                 graph: dict[str, list[str]]) -> dict[str, str | None]:
     """The nearest commit of base's history below each tip; None: unrelated history.
 
     A job branch is normally one commit on its fork point, so one ``--no-walk``
@@ -117,8 +129,9 @@ def _fork_points(git_dir: Path, base: str, history: dict[str, int],
     of all other tips (commits not reachable from base) comes from one more
     ``rev-list``. Of several candidates the nearest is the one listed first
     in base's ``--topo-order`` history: none of the others descends from it.
+    ``graph`` (empty when called) receives the parents of every private commit.
     """
-    graph = _parents(git_dir, tips, "--no-walk=unsorted")
+    graph.update(_parents(git_dir, tips, "--no-walk=unsorted"))
     deeper = {p for t in tips for p in graph[t] if p not in history and p not in graph}
     if deeper:
         graph.update(_parents(git_dir, [*sorted(deeper), f"^{base}"]))
@@ -160,6 +173,100 @@ def _diffs(git_dir: Path, pairs: Iterable[tuple[str, str]]) -> Iterator[tuple[st
         yield commit, [(d.path, d.old_mode, d.old_sha, d.new_mode, d.new_sha) for d in changes]
 
 
+def without_path(git_dir: Path, tree: str, path: str) -> str:
+    """``tree`` without ``path`` (folders it leaves empty dropped too).
+
+    The first commit of a job's branch has the plan commit's tree without the
+    results folder (templates/job.sh.j2, ``jobstep base``), and a merge
+    recognises such branches by computing the same tree. One ``ls-tree`` and
+    one ``mktree`` per level of ``path``: the big results tree itself is
+    never read, only dropped from its parent.
+    """
+    return _without(Path(git_dir), tree, path.strip("/").split("/")) or _mktree(git_dir, [])
+
+
+def _without(git_dir: Path, tree: str, parts: list[str]) -> str | None:
+    entries = list(ls_tree(git_dir, tree))
+    for i, e in enumerate(entries):
+        if e.path == parts[0]:
+            if len(parts) == 1:
+                del entries[i]
+            elif e.mode == TREE:
+                sub = _without(git_dir, e.sha, parts[1:])
+                if sub is None:
+                    del entries[i]
+                else:
+                    entries[i] = e._replace(sha=sub)
+            break
+    return _mktree(git_dir, entries) if entries else None
+
+
+def _mktree(git_dir: Path, entries: Iterable[Entry]) -> str:
+    return _git(git_dir, "mktree", "-z", input=b"".join(
+        f"{e.mode} {e.type} {e.sha}\t{e.path}\0".encode("utf-8", "surrogateescape")
+        for e in entries)).decode().strip()
+
+
+def job_bases(git_dir: Path, graph: Mapping[str, list[str]], history: Mapping[str, int],
+              forks: Mapping[str, str | None], results: str) -> dict[str, str]:
+    """Tip -> first commit of its branch, for the branches of the job layout.
+
+    In that layout a job's branch starts with a commit whose only parent is
+    the fork point (the plan commit) and whose tree is the fork point's
+    without ``results``: the job's run commit then holds its own results
+    only. Any other branch (the layout before it: the run commit on the plan
+    commit itself) is left out and merged by its fork-point diff. One
+    ``mktree`` per distinct fork point (a handful of plan commits) and one
+    ``cat-file`` for all first commits.
+    """
+    first: dict[str, str] = {}
+    for tip, fork in forks.items():
+        commit = tip
+        while fork is not None and graph[commit] and graph[commit][0] not in history:
+            commit = graph[commit][0]
+        if fork is not None and graph[commit] == [fork]:
+            first[tip] = commit
+    if not first:
+        return {}
+    stripped = {f: without_path(git_dir, f"{f}^{{tree}}", results)
+                for f in dict.fromkeys(forks[t] for t in first) if f}
+    commits = list(dict.fromkeys(first.values()))
+    trees = {c: o.data.split(b"\n", 1)[0].removeprefix(b"tree ").decode()
+             for c, o in zip(commits, cat_file(git_dir, commits), strict=True)}
+    return {tip: c for tip, c in first.items() if trees[c] == stripped[forks[tip]]}
+
+
+def _replaced(git_dir: Path, base: str, starts: Mapping[str, str],
+              groups: Mapping[str, list[JobBranch]]) -> dict[str, list[Diff]]:
+    """Deletions of base's files in the areas of job-layout branches, as diff entries.
+
+    Such a branch's diff holds only what the job wrote (its first commit has
+    no results); what base has in the job's area from an earlier run goes.
+    The areas' parent folders are read with one ``cat-file`` (typically one
+    folder: ``results/``); only areas present in base are listed further.
+    """
+    areas = {a.rstrip("/"): tip for tip in starts for b in groups[tip] for a in b.allowed}
+    if not areas:
+        return {}
+    folders = list(dict.fromkeys(f"{base}:{a.rpartition('/')[0]}" for a in areas))
+    absent = set(missing_objects(git_dir, folders))
+    present = [f for f in folders if f not in absent]
+    names = set()
+    for name, obj in zip(present, cat_file(git_dir, present), strict=True):
+        if obj.type == "tree":
+            folder = name.partition(":")[2]
+            names.update(f"{folder}/{e.path}" if folder else e.path
+                         for e in parse_tree_object(obj.data))
+    found = sorted(a for a in areas if a in names)
+    if not found:
+        return {}
+    old: dict[str, list[Diff]] = {}
+    for e in ls_tree(git_dir, base, *found, recursive=True):
+        area = next(a for a in found if e.path == a or e.path.startswith(a + "/"))
+        old.setdefault(areas[area], []).append((e.path, e.mode, e.sha, DELETED, "0" * 40))
+    return old
+
+
 def _ancestors(path: str) -> Iterator[str]:
     while "/" in path:
         path = path.rpartition("/")[0]
@@ -178,7 +285,7 @@ Write = tuple[tuple[str, ...], Change]  # the jobs of one commit, and what it wr
 
 
 def compute_merge(git_dir: Path, base: str, branches: Sequence[JobBranch],
-                  shared: Sequence[str] = ()) -> MergeComputation:
+                  shared: Sequence[str] = (), results: str = "") -> MergeComputation:
     """Decide what merging ``branches`` onto ``base`` does, with every conflict named.
 
     Each branch's changes are its diff against its fork point (the nearest
@@ -187,6 +294,13 @@ def compute_merge(git_dir: Path, base: str, branches: Sequence[JobBranch],
     ``shared`` glob may be written outside the areas and by several jobs if
     their content is identical. Jobs whose branches point at the same commit
     merge as one, within the union of their areas.
+
+    A branch of the job layout (see :func:`job_bases`; ``results`` names the
+    results folder) is diffed against its own first commit instead, which
+    holds no results: a diff of the job's files, not of two trees holding
+    every merged result. Its areas replace base's: base's files there that
+    the job did not write are deleted, as the fork-point diff of a branch of
+    the old layout deletes them.
     """
     git_dir = Path(git_dir)
     seen: set[str] = set()
@@ -207,7 +321,8 @@ def compute_merge(git_dir: Path, base: str, branches: Sequence[JobBranch],
             comp.identical.extend(jobs)
         else:
             pending.append(tip)
-    forks = _fork_points(git_dir, base, history, pending) if pending else {}
+    graph: dict[str, list[str]] = {}
+    forks = _fork_points(git_dir, base, history, pending, graph) if pending else {}
     for tip, fork in forks.items():
         if fork is None:
             comp.conflicts.append(Conflict(WHOLE_BRANCH, _names(groups[tip]), UNRELATED))
@@ -218,8 +333,13 @@ def compute_merge(git_dir: Path, base: str, branches: Sequence[JobBranch],
     is_shared = _matcher(shared)
     writes: dict[str, list[Write]] = {}
     old_forks: dict[str, list[Write]] = {}
-    related = [(tip, fork) for tip, fork in forks.items() if fork is not None]
-    for tip, diff in _diffs(git_dir, related):
+    starts = job_bases(git_dir, graph, history, forks, results) if results else {}
+    related = [(tip, starts.get(tip, fork)) for tip, fork in forks.items() if fork is not None]
+    diffs = dict(_diffs(git_dir, related))
+    for tip, gone in _replaced(git_dir, base, starts, groups).items():
+        written = {d[0] for d in diffs.get(tip, ())}
+        diffs.setdefault(tip, []).extend(d for d in gone if d[0] not in written)
+    for tip, diff in diffs.items():
         jobs = groups[tip]
         names = _names(jobs)
         allowed = tuple(dict.fromkeys(p for b in jobs for p in b.allowed))

@@ -117,7 +117,7 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
     branches = _collect(a, base, out)
     ui.step(f"merge: {len(branches)} job branch(es) to consider")
     lap("collect")
-    comp = tm.compute_merge(sgit, base, branches, shared)
+    comp = tm.compute_merge(sgit, base, branches, shared, a.config.results)
     out.identical = sorted(b.job_id for b in comp.identical)
     out.merged = sorted(b.job_id for b in comp.to_merge)
     lap("compute")

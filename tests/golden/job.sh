@@ -171,8 +171,13 @@ mapfile -t areas < <(git show "$plan_commit:$plan_file" | awk -F '\t' -v id="$jo
     -v k=1 -v n=6 -v sep="$list_sep" \
     'NR > 1 && $k == id { c = split($n, o, sep); for (i = 1; i <= c; i++) print "/" o[i] "/"; exit }')
 git sparse-checkout set --no-cone '/*' "!/$results_dir/*/" "${areas[@]}"
-git checkout -q -b "$branch_prefix$job_id" "$plan_commit"
-log "checked out; $(git ls-files -t -- "$results_dir" | grep -c '^S' || true) result file(s) of other jobs left out"
+# The branch starts from a commit of the plan commit's tree without the results folder
+# (fairbig.jobstep base): the run commit then holds this job's results only, so a merge
+# reads and fetches what the job wrote, not a copy of every merged job's results.
+base_commit=$(jobstep base --plan-commit "$plan_commit" --results "$results_dir" \
+              --job-id "$job_id")
+git checkout -q -b "$branch_prefix$job_id" "$base_commit"
+log "checked out $base_commit: plan commit ${plan_commit:0:12} without $results_dir/"
 export GNUPGHOME="$workdir/gnupg"
 mkdir -m 700 "$GNUPGHOME"
 # Public-key work needs no gpg-agent: its socket would live in GNUPGHOME, whose path
@@ -225,16 +230,10 @@ measure "$bindir/python" -m fairbig.jobstep install --store ria+file:///data/inp
 
 # -- 4. the pipeline, recorded -------------------------------------------------------
 begin run measured
-# A job owns its outputs whole. Results of an earlier run (input changed after a
-# merge) are content-less links here; datalad run would leave those of a directory
-# output in place for the pipeline to write through, and stale files would survive.
-# Their removal is a commit of its own, so the run record's parent is the state the
-# pipeline saw and `datalad rerun` of the job commit alone reproduces it anywhere.
-if [ -n "$(git ls-files -- "${outputs[@]}")" ]; then
-    git rm -r -q -- "${outputs[@]}"
-    git commit -q -m "fairbig job $job_id: remove the outputs of an earlier run" \
-        -m "Input $input_state replaces them; the next commit records the new run."
-fi
+# A job owns its outputs whole: its branch's first commit holds no results, not even
+# those of an earlier run (input changed after a merge), so no stale file survives, the
+# run record's parent is the state the pipeline saw and `datalad rerun` of the job
+# commit alone reproduces it anywhere; the merge replaces the job's area as a whole.
 measure datalad containers-run -n "$container" --explicit \
     -m "$(printf "$message_format" "$job_id" "$input_state")" "${run_args[@]}" \
     "${command_args[@]}"
