@@ -10,7 +10,10 @@ at 42,767), then, with main holding them, a merge of ``--new`` more branches
 whose objects arrive loose, as small job pushes leave them (target ≤ 3 s for
 1,000). ``--baseline-venv`` runs both merges first with another fairbig
 (e.g. main's) on a snapshot of the same analysis and store, restored before
-this tree's run, and reports each figure as a ratio to it. Separately: the
+this tree's run, and reports each figure as a ratio to it; ``--layout`` and
+``--baseline-layout`` choose the job branches' layout of each run (``job``:
+the branch starts from the plan commit without ``results/``, as the job script
+makes it; ``old``: every result merged before rides along in each branch). Separately: the
 availability check for N distinct keys (the synthetic branches share one
 key, which the merge checks once).
 Usage: ``python benchmarks/bench_merge_full.py [--jobs N] [--new M]
@@ -87,11 +90,14 @@ def subject_only(job_id: str, state: str) -> str:
 
 def synthesize(ana: Path, store: Path, target: str, n: int,
                message: Callable[[str, str], str] = subject_only, first: int = 2_000_000,
-               loose: bool = False) -> list[str]:
+               loose: bool = False, layout: str = "job") -> list[str]:
     """N planned jobs (IDs from ``first`` on) and their branches; ``message(job, input
     state)`` gives each commit message (the subject line is what fairbig reads back).
     ``loose``: the objects are unpacked, as a store's ``receive.unpackLimit`` leaves
-    the small pushes of real jobs."""
+    the small pushes of real jobs. ``layout``: ``job``, each branch starts with the
+    plan commit without ``results/`` as the job script makes it (``jobstep base``);
+    ``old``, the run commit directly on the plan commit, carrying every merged result
+    (branches of jobs started before that change)."""
     plan = (ana / ".fairbig" / "plan.tsv").read_text().splitlines()
     ids = [str(first + i) for i in range(n)]
     rows = [f"{j}\t{j}\t\t{hashlib.sha1(j.encode()).hexdigest()}\tinputs/data/{j}\t"
@@ -104,8 +110,14 @@ def synthesize(ana: Path, store: Path, target: str, n: int,
     for j, row in zip(ids, rows, strict=True):
         msg = message(j, row.split("\t")[3])
         rel = "../../.git/annex/objects/" + target.split(".git/annex/objects/", 1)[1]
+        start = f"from {head}\n"
+        if layout == "job":
+            first_msg = f"fairbig job {j}: start from plan commit {head[:12]}"
+            stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> 0 +0000\n"
+                          f"data {len(first_msg)}\n{first_msg}\n{start}D results\n\n")
+            start = ""
         stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> 0 +0000\n"
-                      f"data {len(msg)}\n{msg}\nfrom {head}\n"
+                      f"data {len(msg)}\n{msg}\n{start}"
                       f"M 100644 inline results/{j}/a.txt\ndata 2\n{j[-1]}\n\n"
                       f"M 100644 inline results/{j}/b.txt\ndata 3\nb{j[-1]}\n\n"
                       f"M 120000 inline results/{j}/k.txt\ndata {len(rel)}\n{rel}\n")
@@ -121,12 +133,12 @@ def synthesize(ana: Path, store: Path, target: str, n: int,
 
 
 def merge_twice(fairbig: Path, ana: Path, store: Path, target: str, jobs: int,
-                new: int) -> dict:
+                new: int, layout: str) -> dict:
     """The first merge of ``jobs`` branches, then of ``new`` more arriving loose."""
     figures = {}
     for case, n, first, loose in (("full", jobs, 2_000_000, False),
                                   ("incremental", new, 2_000_000 + jobs, True)):
-        synthesize(ana, store, target, n, first=first, loose=loose)
+        synthesize(ana, store, target, n, first=first, loose=loose, layout=layout)
         t0 = time.perf_counter()
         out = json.loads(sh(str(fairbig), "merge", "--json", cwd=ana))
         figures[case] = {"jobs": len(out["merged"]), "s": round(time.perf_counter() - t0, 2),
@@ -141,6 +153,10 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=1_000)
     ap.add_argument("--baseline-venv", type=Path,
                     help="another fairbig's virtualenv to measure first, e.g. main's .venv")
+    ap.add_argument("--layout", choices=("job", "old"), default="job",
+                    help="branch layout for this tree's run (see synthesize)")
+    ap.add_argument("--baseline-layout", choices=("job", "old"), default="old",
+                    help="branch layout for the baseline's run (old: what main's merge knows)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
@@ -153,13 +169,15 @@ def main() -> int:
             for d in (ana, base / "out"):
                 shutil.copytree(d, snap / d.name, symlinks=True)
             result["baseline"] = merge_twice(args.baseline_venv / "bin" / "fairbig", ana,
-                                             store, target, args.jobs, args.new)
+                                             store, target, args.jobs, args.new,
+                                             args.baseline_layout)
             for d in (ana, base / "out"):
                 shutil.rmtree(d)
                 (snap / d.name).rename(d)
         clone_before = timed("git", "clone", "-q", "--no-local", "--no-checkout", str(store),
                              str(base / "c1"))
-        result.update(merge_twice(BIN / "fairbig", ana, store, target, args.jobs, args.new))
+        result.update(merge_twice(BIN / "fairbig", ana, store, target, args.jobs, args.new,
+                                  args.layout))
         for case in ("full", "incremental"):
             if "baseline" in result:
                 result[case]["ratio_to_baseline"] = round(

@@ -63,7 +63,13 @@ def test_every_job_done_with_run_record_and_content(run, ukb_input):
     keys = []
     for jid in ukb_input["ids"]:
         ref = f"refs/heads/job-{jid}"
-        assert git(sgit, "rev-parse", f"{ref}^").strip() == head  # one commit on the plan
+        # the branch: the plan commit without results/, then the run commit, whose
+        # results folder holds this job's results only
+        assert git(sgit, "rev-list", "--parents", "-1", f"{ref}^").split()[1:] == [head]
+        assert (git(sgit, "ls-tree", f"{ref}^").splitlines()
+                == [e for e in git(sgit, "ls-tree", head).splitlines()
+                    if not e.endswith("\tresults")])
+        assert git(sgit, "ls-tree", "--name-only", f"{ref}:results").split() == [jid]
         msg = git(sgit, "log", "-1", "--format=%B", ref)
         record = json.loads(msg.split("=== Do not change lines below ===")[1]
                             .split("^^^ Do not change lines above ^^^")[0])
@@ -273,11 +279,14 @@ def test_changed_job_runs_again_over_its_merged_results(run, ukb_input):
             sub = fb("submit", check=False)
             assert sub.returncode == 0, sub.stdout + "\n".join(status(ana)["failures"][victim])
             log = (ana / ".fairbig" / "work" / "logs" / f"{victim}.log").read_text()
-            assert f"{len(others)} result file(s) of other jobs left out" in log  # sparse
+            assert "without results/" in log and others
             tip = git(sgit, "rev-parse", f"refs/heads/job-{victim}").strip()
-            removal = git(sgit, "log", "-1", "--format=%s", f"{tip}^")
-            assert removal.startswith(f"fairbig job {victim}: remove the outputs")
-            assert git(sgit, "ls-tree", f"{tip}^", "--", f"results/{victim}") == ""
+            # the branch starts from the plan commit without results/ (neither the
+            # others' nor this job's earlier ones): the run commit holds its own only
+            start = git(sgit, "log", "-1", "--format=%s", f"{tip}^")
+            assert start.startswith(f"fairbig job {victim}: start from plan commit")
+            assert git(sgit, "ls-tree", f"{tip}^", "--", "results") == ""
+            assert git(sgit, "ls-tree", "--name-only", f"{tip}:results").split() == [victim]
             assert json.loads(fb("merge", "--json").stdout)["merged"] == [victim]
             new = git(sgit, "rev-parse", f"refs/heads/main:results/{victim}").strip()
             assert new != old
