@@ -90,7 +90,7 @@ def repo(tmp_path: Path) -> Repo:
 
 
 def merge(repo: Repo, branches: list[tm.JobBranch], **kw) -> tuple[tm.MergeComputation, str]:
-    comp = tm.compute_merge(repo.git_dir, "main", branches)
+    comp = tm.compute_merge(repo.git_dir, "main", branches, results="results")
     assert comp.conflicts == []
     return comp, tm.write_merge(repo.git_dir, "main", comp, message="merge", ident=IDENT, **kw)
 
@@ -344,3 +344,99 @@ def test_rerun_branch_removal_commit_then_run_commit_merges(repo: Repo) -> None:
     assert comp.to_merge == [job]
     assert repo.tree(new) == repo.tree(tip)
     assert repo.is_ancestor(tip, new)
+
+
+def job_layout(repo: Repo, job_id: str, plan: str, files: Files,
+               allowed: tuple[str, ...] | None = None, start: Files | None = None
+               ) -> tm.JobBranch:
+    """A branch as the job script makes it: a first commit of the plan commit's tree
+    without results/ (``start``: more changes in it), then the run commit."""
+    gone: dict[str, str | Link | None] = {p: None for p in repo.files(plan)
+                                          if p.startswith("results/")}
+    first = repo.commit([plan], {**gone, **(start or {})}, f"fairbig job {job_id}: start")
+    return repo.job(job_id, first, files, allowed)
+
+
+def test_job_layout_branch_replaces_its_area_only(repo: Repo) -> None:
+    """The run commit holds its own results only; merged, they replace the job's area
+    (an earlier run's file it did not write again goes), everything else stays."""
+    old = repo.commit([repo.git("rev-parse", "main")],
+                      {"results/a/same": "kept", "results/a/changed": "v1",
+                       "results/a/gone": "v1", "results/b/x": "b"})
+    repo.git("update-ref", "refs/heads/main", old)
+    a = job_layout(repo, "a", old, {"results/a/same": "kept", "results/a/changed": "v2",
+                                    "results/a/new": "v2"})
+    c = job_layout(repo, "c", old, {"results/c/x": "c"})
+    assert {p for p in repo.files(a.tip) if p.startswith("results/")} == {
+        "results/a/same", "results/a/changed", "results/a/new"}
+
+    comp, new = merge(repo, [a, c])
+    assert {(ch.path, ch.deleted) for ch in comp.changes} == {
+        ("results/a/same", False), ("results/a/changed", False), ("results/a/new", False),
+        ("results/a/gone", True), ("results/c/x", False)}
+    want = {**repo.tree(old), **{p: e for p, e in repo.tree(a.tip).items()
+                                 if p.startswith("results/a/")}, **{
+        "results/c/x": repo.tree(c.tip)["results/c/x"]}}
+    del want["results/a/gone"]
+    assert repo.tree(new) == want
+    assert repo.is_ancestor(a.tip, new) and repo.is_ancestor(c.tip, new)
+
+
+def test_job_layout_nested_areas(repo: Repo) -> None:
+    """Areas results/<subject>/<session>/: base's other sessions stay."""
+    old = repo.commit([repo.git("rev-parse", "main")],
+                      {"results/s1/ses-1/x": "1", "results/s1/ses-2/x": "2"})
+    repo.git("update-ref", "refs/heads/main", old)
+    job = job_layout(repo, "s1-1", old, {"results/s1/ses-1/y": "new"},
+                     allowed=("results/s1/ses-1/",))
+    new_ses = job_layout(repo, "s2-1", old, {"results/s2/ses-1/x": "s2"},
+                         allowed=("results/s2/ses-1/",))
+    _, new = merge(repo, [job, new_ses])
+    assert {p for p in repo.files(new) if p.startswith("results/")} == {
+        "results/.keep", "results/s1/ses-1/y", "results/s1/ses-2/x", "results/s2/ses-1/x"}
+
+
+def test_job_layout_writing_outside_its_area_is_refused(repo: Repo) -> None:
+    a = job_layout(repo, "a", "main", {"results/a/x": "a", "results/b/x": "not a's",
+                                       "README": "changed"})
+    comp = tm.compute_merge(repo.git_dir, "main", [a], results="results")
+    outside = tm.OUTSIDE.format("results/a/")
+    assert comp.conflicts == [tm.Conflict("README", ("a",), outside),
+                              tm.Conflict("results/b/x", ("a",), outside)]
+
+
+def test_first_commit_not_the_plan_without_results_is_diffed_against_the_fork(
+        repo: Repo) -> None:
+    """A first commit that changes anything else is no job-layout start: the branch is
+    diffed against its fork point, so dropping the results of others is refused."""
+    other = repo.commit([repo.git("rev-parse", "main")], {"results/b/x": "b"})
+    repo.git("update-ref", "refs/heads/main", other)
+    a = job_layout(repo, "a", other, {"results/a/x": "a"}, start={"code/run.sh": "rm -rf\n"})
+    comp = tm.compute_merge(repo.git_dir, "main", [a], results="results")
+    outside = tm.OUTSIDE.format("results/a/")
+    assert comp.conflicts == [tm.Conflict(p, ("a",), outside)
+                              for p in ("code/run.sh", "results/.keep", "results/b/x")]
+
+
+def test_job_layout_base_changed_after_an_old_fork_point(repo: Repo) -> None:
+    fork = repo.commit([repo.git("rev-parse", "main")], {"results/a/x": "v1"})
+    newer = repo.commit([fork], {"results/a/x": "merged later", "results/d/y": "merged later"})
+    repo.git("update-ref", "refs/heads/main", newer)
+    a = job_layout(repo, "a", fork, {"results/a/x": "v3"})
+    d = job_layout(repo, "d", fork, {"results/d/z": "d"})  # would delete results/d/y
+    same = job_layout(repo, "e", fork, {"results/e/x": "e"})
+    comp = tm.compute_merge(repo.git_dir, "main", [a, d, same], results="results")
+    assert comp.conflicts == [tm.Conflict("results/a/x", ("a",), tm.BASE_CHANGED),
+                              tm.Conflict("results/d/y", ("d",), tm.BASE_CHANGED)]
+    _, new = merge(repo, [same])
+    assert repo.tree(new)["results/e/x"] == repo.tree(same.tip)["results/e/x"]
+
+
+def test_without_path_drops_the_folders_it_empties(repo: Repo) -> None:
+    tip = repo.commit(["main"], {"d/r/x": "1", "d/keep": "2", "e/r/x": "3"})
+    tree = repo.git("rev-parse", f"{tip}^{{tree}}")
+    kept = repo.git("ls-tree", "-r", "--name-only", tm.without_path(repo.git_dir, tree, "d/r"))
+    assert kept.split() == ["README", "code/run.sh", "d/keep", "e/r/x", "results/.keep"]
+    kept = repo.git("ls-tree", "-r", "--name-only", tm.without_path(repo.git_dir, tree, "e/r"))
+    assert kept.split() == ["README", "code/run.sh", "d/keep", "d/r/x", "results/.keep"]
+    assert tm.without_path(repo.git_dir, tree, "nowhere/r") == tree
