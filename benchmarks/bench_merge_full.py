@@ -106,6 +106,9 @@ def synthesize(ana: Path, store: Path, target: str, n: int,
     sh(str(BIN / "datalad"), "save", "-m", "bench plan", ".fairbig/plan.tsv", cwd=ana)
     sh("git", "push", "-q", "output", "HEAD", cwd=ana)
     head = sh("git", "rev-parse", "HEAD", cwd=ana).strip()
+    # dated after the plan commit, as jobs that ran are: with date 0 every history
+    # walk from the store's main down to the fork point crosses all merged commits
+    when = int(time.time())
     stream = []
     for j, row in zip(ids, rows, strict=True):
         msg = message(j, row.split("\t")[3])
@@ -113,10 +116,10 @@ def synthesize(ana: Path, store: Path, target: str, n: int,
         start = f"from {head}\n"
         if layout == "job":
             first_msg = f"fairbig job {j}: start from plan commit {head[:12]}"
-            stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> 0 +0000\n"
+            stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> {when} +0000\n"
                           f"data {len(first_msg)}\n{first_msg}\n{start}D results\n\n")
             start = ""
-        stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> 0 +0000\n"
+        stream.append(f"commit refs/heads/job-{j}\ncommitter b <b@b> {when} +0000\n"
                       f"data {len(msg)}\n{msg}\n{start}"
                       f"M 100644 inline results/{j}/a.txt\ndata 2\n{j[-1]}\n\n"
                       f"M 100644 inline results/{j}/b.txt\ndata 3\nb{j[-1]}\n\n"

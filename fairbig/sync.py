@@ -29,7 +29,12 @@ def is_ancestor(a: Analysis, old: str, new: str) -> bool:
 def sync(a: Analysis) -> int:
     """Fast-forward the analysis dataset to the store's main; returns keys recorded."""
     branch = a.default_branch
-    run(["git", "fetch", "-q", OUTPUT, f"+refs/heads/{branch}:refs/remotes/{OUTPUT}/{branch}",
+    # --no-recurse-submodules: the analysis dataset has subdatasets, so git's default
+    # (on-demand) diffs every fetched commit against all its parents looking for
+    # gitlink changes: merge commits of 1,000 parents over a tree of every result, two
+    # minutes for 1,000 new jobs at 42k merged. The merge never changes a subdataset.
+    run(["git", "fetch", "-q", "--no-recurse-submodules", OUTPUT,
+         f"+refs/heads/{branch}:refs/remotes/{OUTPUT}/{branch}",
          f"+refs/heads/git-annex:refs/remotes/{OUTPUT}/git-annex"], cwd=a.root,
         hint="check that the output store is reachable")
     head = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
