@@ -215,10 +215,9 @@ def repack(git_dir: Path) -> None:
     Rewriting every object (``-a``) after each merge costs seconds at 42k merged
     jobs; ``--geometric`` packs the new objects and rolls small packs up only as
     they add up, so pack count stays logarithmic. A full repack with a bitmap
-    (fast clones) happens when no pack has a bitmap or packs pile up.
+    (fast clones) happens when packs pile up anyway.
     """
-    packs = list((git_dir / "objects" / "pack").glob("*.pack"))
-    if len(packs) > REPACK_PACKS or not any(p.with_suffix(".bitmap").exists() for p in packs):
+    if len(list((git_dir / "objects" / "pack").glob("*.pack"))) > REPACK_PACKS:
         git(git_dir, "repack", "-adq", "--write-bitmap-index")
     else:
         git(git_dir, "repack", "-dq", "--geometric=2")
