@@ -161,16 +161,6 @@ cd "$workdir/ds"
 # -- 2. own branch, output store, encryption key -----------------------------------
 begin checkout
 git remote add "$output_remote" "$output_url"
-# Of the results tree only this job's directory: after a merge of thousands of jobs,
-# every job would otherwise check out everybody's results (42,715 jobs x 30 files:
-# about a minute and 1.3 M inodes per clone). The commit still holds them all.
-# The job's area is its row's outputs (results/<job>/, or results/sub-XX/ses-YY/ in the
-# BIDS-derivatives layout: git re-includes a folder below an excluded one), read from
-# the plan before the checkout.
-mapfile -t areas < <(git show "$plan_commit:$plan_file" | awk -F '\t' -v id="$job_id" \
-    -v k=1 -v n=6 -v sep="$list_sep" \
-    'NR > 1 && $k == id { c = split($n, o, sep); for (i = 1; i <= c; i++) print "/" o[i] "/"; exit }')
-git sparse-checkout set --no-cone '/*' "!/$results_dir/*/" "${areas[@]}"
 # The branch starts from a commit of the plan commit's tree without the results folder
 # (fairbig.jobstep base): the run commit then holds this job's results only, so a merge
 # reads and fetches what the job wrote, not a copy of every merged job's results.
