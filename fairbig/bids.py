@@ -17,7 +17,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -162,15 +162,68 @@ class Inheritance:
         return hit
 
 
-def rows_by_key(text: str) -> dict[str, str]:
+def rows_by_key(text: str, ignore: Collection[str] = ()) -> dict[str, str]:
     """A TSV's rows by their first column, each prefixed with the header line: a row's
     state changes with its own values and with the meaning of the columns, and with
-    nothing else (another participant's row added or edited)."""
+    nothing else (another participant's row added or edited). The columns named in
+    ``ignore`` (``inputs.ignore_columns``) are left out of header and rows, so a column
+    added and ignored leaves every row's text byte for byte what it was; the first
+    column is the key and always kept."""
     lines = text.splitlines()
     if not lines:
         return {}
     header = lines[0]
-    return {line.split("\t", 1)[0]: f"{header}\n{line}" for line in lines[1:] if line.strip()}
+    names = header.split("\t")
+    keep = [k for k, name in enumerate(names) if k == 0 or name not in ignore]
+    if len(keep) == len(names):         # nothing ignored: the rows as they are
+        return {line.split("\t", 1)[0]: f"{header}\n{line}"
+                for line in lines[1:] if line.strip()}
+    header = "\t".join(names[k] for k in keep)
+    out = {}
+    for line in lines[1:]:
+        if line.strip():
+            cells = line.split("\t")
+            out[cells[0]] = header + "\n" + "\t".join(cells[k] for k in keep if k < len(cells))
+    return out
+
+
+class ColumnChange(NamedTuple):
+    """Columns of a row-level table (``participants.tsv``) that differ between the
+    previous plan's input and this one's: each changes the state of every row."""
+
+    table: str
+    added: tuple[str, ...]      # not ignored (inputs.ignore_columns)
+    removed: tuple[str, ...]    # ignoring cannot undo these: the old rows had them
+
+    def describe(self) -> str:
+        """``added: a, b; removed: c`` (``reordered`` if neither)."""
+        return "; ".join(f"{what}: {', '.join(cols)}" for what, cols in
+                         (("added", self.added), ("removed", self.removed)) if cols) \
+            or "reordered"
+
+    @property
+    def ignorable(self) -> bool:
+        """Only added columns can be ignored: the old rows' text held the others."""
+        return bool(self.added) and not self.removed
+
+
+def column_change(table: str, old: str | None, new: str | None,
+                  ignore: Collection[str] = ()) -> ColumnChange | None:
+    """How the header of ``table`` changed from text ``old`` to ``new`` (None: absent),
+    or None if no row's state changes by it (ignored columns added only)."""
+    if old is None or new is None:
+        return None                     # the table appears or goes: every row is new/gone
+    before, after = _columns(old), _columns(new)
+    added = tuple(c for c in after if c not in before and c not in ignore)
+    removed = tuple(c for c in before if c not in after)
+    if not added and not removed and [c for c in before if c not in ignore] == [
+            c for c in after if c not in ignore]:
+        return None
+    return ColumnChange(table, added, removed)    # neither: the same columns, reordered
+
+
+def _columns(text: str) -> list[str]:
+    return text.split("\n", 1)[0].rstrip("\r").split("\t") if text else []
 
 
 def state(own: str, inherited: Iterable[Inheritable], rows: Iterable[str]) -> str:

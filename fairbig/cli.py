@@ -191,12 +191,15 @@ def check(ctx: click.Context, job_test: bool, timeout: float, as_json: bool) -> 
 @click.option("--update", is_flag=True,
               help="plan from the newest state of the input dataset's origin (recorded with"
               " the plan, in one commit)")
+@click.option("--columns-changed", type=click.Choice(["rerun"]), default=None,
+              help="participants.tsv's columns changed: accept that the jobs with results"
+              " change (else refused; or ignore added columns with inputs.ignore_columns)")
 @click.option("--dry-run", is_flag=True, help="show what would be planned, write nothing")
 @json_option
 @click.pass_context
 def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tuple[str, ...],
-         everything: bool, allow_shrink: bool, update: bool, dry_run: bool,
-         as_json: bool) -> None:
+         everything: bool, allow_shrink: bool, update: bool, columns_changed: str | None,
+         dry_run: bool, as_json: bool) -> None:
     from .commands import plan as planning
 
     if everything and only:
@@ -207,7 +210,7 @@ def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tup
     req = planning.PlanRequest(
         by, tuple(planning.read_ids(only)) if only else None,
         tuple(planning.read_ids(exclude)) if exclude else None, everything, update, dry_run,
-        allow_shrink)
+        allow_shrink, columns_changed)
     out = planning.plan(a, req)
     if as_json:
         ui.emit_json(asdict(out))
@@ -220,6 +223,8 @@ def plan(ctx: click.Context, by: str | None, only: tuple[str, ...], exclude: tup
     if out.input_updated:
         ui.say(f"  input dataset {'would move' if dry_run else 'updated'} to "
                f"{out.input_commit[:12]}")
+    for c in out.columns:
+        ui.say(f"  {c['table']}'s columns changed: {c['changed']} job(s) changed by it")
     for label, ids in (("new", out.new), ("changed", out.changed), ("dropped", out.dropped),
                        ("kept IDs not in the input dataset", out.stale_ids)):
         if ids:

@@ -95,6 +95,10 @@ class InputsConfig:
                                         " folder has a file matching each of these patterns"
                                         " (relative to the folder, e.g. 'anat/*_T1w.nii*');"
                                         " the others are listed as skipped.")
+    ignore_columns: list[str] = setting([], "BIDS: columns of participants.tsv left out of"
+                                        " its rows' input state, so adding one (e.g."
+                                        " handedness) keeps done jobs done; a removed"
+                                        " column cannot be ignored, and participant_id not.")
     bids_emptyroom: bool = setting(False, "BIDS: plan sub-emptyroom (MEG empty-room noise"
                                    " recordings) as a subject; left out by default.")
     secondary: list[SecondaryInput] = setting([], "BIDS: further input datasets, each"
@@ -311,6 +315,10 @@ def validate(cfg: Config) -> list[str]:
         p.append(f"inputs.bids_emptyroom {cfg.inputs.bids_emptyroom!r} must be true or false")
     p += [f"inputs.required_files: {pat!r} must be a pattern relative to the job's folder"
           for pat in cfg.inputs.required_files if not pat or pat.startswith("/")]
+    p += [f"inputs.ignore_columns: {col!r} must be a column name of participants.tsv"
+          " (not participant_id, its key)"
+          for col in cfg.inputs.ignore_columns
+          if not isinstance(col, str) or not col or "\t" in col or col == "participant_id"]
     if not cfg.container or path_problem(cfg.container):
         p.append(f"container '{cfg.container}' must name a container, e.g. containers/ukb-mini")
     p += _secondary_problems(cfg.inputs)

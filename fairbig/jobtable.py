@@ -35,7 +35,7 @@ from .bids import (
 )
 from .contract import APP_SCRATCH
 from .errors import FairbigError
-from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
+from .gitcmd import GITLINK, SYMLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
 from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
 from .jobstate import gc_paused
@@ -202,6 +202,7 @@ class BidsOptions:
 
     emptyroom: bool = False
     required_files: tuple[str, ...] = ()
+    ignore_columns: tuple[str, ...] = ()    # of participants.tsv: not in its rows' state
 
 
 def _sha(meta: str) -> str:
@@ -273,7 +274,8 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
         out.skipped[EMPTYROOM] = ("MEG empty-room recordings (inputs.bids_emptyroom: true "
                                   "plans them)")
     fetched = tuple(sorted(p for p in top if DESCRIPTIVE_RE.match(p) or p == PARTICIPANTS))
-    rows = rows_by_key(_read_blob(sub_git, top[PARTICIPANTS])) if PARTICIPANTS in top else None
+    rows = rows_by_key(_read_blob(sub_git, top[PARTICIPANTS]), opts.ignore_columns) \
+        if PARTICIPANTS in top else None
     top_rules = Inheritance(inheritable(top.items()))
     with_sessions = 0
     units = out.units
@@ -317,6 +319,15 @@ def _read_subdataset(input_root: Path, sub_git: Path, sub: _Subject) -> bool:
 
 def _read_blob(git_dir: Path, sha: str) -> str:
     return git(git_dir, "cat-file", "blob", sha).stdout
+
+
+def row_table(root: Path, inputs_path: str, commit: str, name: str = PARTICIPANTS) -> str | None:
+    """The text of the row-level table ``name`` of the input dataset at ``commit``
+    (None if it has none there, or annexed: a symlink, whose content the tree has not),
+    for :func:`fairbig.bids.column_change`."""
+    found = [e for e in ls_tree(git_dir_of(root / inputs_path), commit, name)
+             if e.path == name and e.type == "blob" and e.mode != SYMLINK]
+    return _read_blob(git_dir_of(root / inputs_path), found[0].sha) if found else None
 
 
 # ---------------------------------------------------------------- pure planning

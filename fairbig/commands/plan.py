@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import config as cfgmod
 from .. import dl
-from ..bids import refuse_bad_labels
+from ..bids import PARTICIPANTS, ColumnChange, column_change, refuse_bad_labels
 from ..contract import INPUT, OUTPUT
 from ..dataset import Analysis
 from ..derivatives import description_file
@@ -33,6 +33,7 @@ from ..jobtable import (
     read_layout,
     refuse_unknown,
     render_tsv,
+    row_table,
     select,
     unknown_ids,
 )
@@ -84,6 +85,7 @@ class PlanRequest:
     update: bool = False
     dry_run: bool = False
     allow_shrink: bool = False
+    columns_changed: str | None = None  # "rerun": accept a changed participants.tsv header
 
     def selection(self, kept: Selection) -> Selection:
         def pick(given: tuple[str, ...] | None, old: tuple[str, ...]) -> tuple[str, ...]:
@@ -107,6 +109,9 @@ class PlanOutcome:
     mixed: bool = False             # --by session: subjects with and without sessions
     dropped: list[str] = field(default_factory=list)
     stale_ids: list[str] = field(default_factory=list)
+    # participants.tsv's columns changed (accepted with --columns-changed rerun):
+    # {"table", "added", "removed", "changed": jobs with results it changes}
+    columns: list[dict[str, Any]] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)
     input_commit: str = ""
     input_updated: bool = False
@@ -211,7 +216,8 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
         if req.update else {}
     layout = read_layout(a.root, cfg.inputs.path, cfg.inputs.layout, sel.by,
                          update.target if update else None,
-                         BidsOptions(cfg.inputs.bids_emptyroom, tuple(cfg.inputs.required_files)))
+                         BidsOptions(cfg.inputs.bids_emptyroom, tuple(cfg.inputs.required_files),
+                                     tuple(cfg.inputs.ignore_columns)))
     refuse_unknown("--only", req.only or (), layout.units)
     refuse_unknown("--exclude", req.exclude or (), layout.units)
     chosen = select(layout.units, sel.only, sel.exclude)
@@ -234,6 +240,10 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
         refuse_shrink(jobs, dropped_with_results(previous, jobs, finished), sel)
     d = diff(jobs, finished)
     recorded = gitlink(git_dir_of(a.root), "HEAD", cfg.inputs.path) or ""
+    columns = columns_changed(a, recorded, update.target if update else recorded) \
+        if layout.kind == "bids" and d.changed else None
+    if columns and req.columns_changed != "rerun":
+        refuse_columns(columns, len(d.changed))
     moved = [u for rel, u in ((cfg.inputs.path, update), *more.items())
              if u and u.target != gitlink(git_dir_of(a.root), "HEAD", rel)]
     out = PlanOutcome(
@@ -242,7 +252,8 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
         dropped=sorted(set(previous) - {j.job_id for j in jobs}),
         stale_ids=unknown_ids(layout.units, (*sel.only, *sel.exclude)),
         selection=asdict(sel), input_commit=update.target if update else recorded,
-        input_updated=bool(moved))
+        input_updated=bool(moved),
+        columns=[{**columns._asdict(), "changed": len(d.changed)}] if columns else [])
     if req.dry_run:
         return out
     text = render_tsv(jobs)
@@ -264,6 +275,30 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
     publish(a)
     out.commit = run(["git", "rev-parse", "HEAD"], cwd=a.root).stdout.strip()
     return out
+
+
+def columns_changed(a: Analysis, before: str, after: str) -> ColumnChange | None:
+    """How ``participants.tsv``'s columns differ between the input commit the previous
+    plan recorded and the one planned now (not ignored ones added: those change no row).
+    A table annexed rather than in git cannot be read from the tree: no answer."""
+    if not before or before == after:
+        return None
+    path = a.config.inputs.path
+    return column_change(PARTICIPANTS, row_table(a.root, path, before),
+                         row_table(a.root, path, after), a.config.inputs.ignore_columns)
+
+
+def refuse_columns(change: ColumnChange, n: int) -> None:
+    """A header changed in every row's state: the user says whether that re-runs the
+    jobs with results (a new column nobody's pipeline reads should not)."""
+    rerun = "re-plan them with 'fairbig plan --update --columns-changed rerun'"
+    raise FairbigError(
+        f"{change.table}'s columns changed ({change.describe()}): that changes {n} job(s) "
+        "with results",
+        (f"{rerun}, or keep their results with inputs.ignore_columns: "
+         f"[{', '.join(change.added)}] in fairbig.yaml" if change.ignorable else
+         f"{rerun} (a removed or reordered column cannot be ignored)")
+        + "; nothing was planned")
 
 
 def refuse_symlinked_outputs(a: Analysis, jobs: list[Job]) -> None:
