@@ -14,9 +14,25 @@ from pathlib import Path
 import pytest
 
 from fairbig import config as cfgmod
-from fairbig.bids import Inheritance, Name, inheritable, refuse_bad_labels
+from fairbig.bids import (
+    PARTICIPANTS,
+    ColumnChange,
+    Inheritance,
+    Name,
+    column_change,
+    inheritable,
+    refuse_bad_labels,
+)
 from fairbig.errors import FairbigError
-from fairbig.jobtable import BidsOptions, diff, filter_files, make_jobs, read_layout, select
+from fairbig.jobtable import (
+    BidsOptions,
+    diff,
+    filter_files,
+    make_jobs,
+    read_layout,
+    row_table,
+    select,
+)
 
 from .conftest import REPO, fairbig, load_generator
 
@@ -161,6 +177,48 @@ def test_each_job_owns_and_inherits_exactly_its_files(tmp_path: Path, subdataset
             + gen.participant_row("sub-03"))
     edited_row = states(t.jobs()[1])
     assert [j for j in edited_row if edited_row[j] != added[j]] == ["sub-02_ses-1"]
+
+
+def with_column(text: str, name: str, value: str) -> str:
+    """``text`` (a TSV) with a column ``name`` appended, ``value`` in every row."""
+    return "".join(f"{line}\t{name if k == 0 else value}\n"
+                   for k, line in enumerate(text.splitlines()))
+
+
+def test_a_column_change_is_detected_and_an_added_one_can_be_ignored(tmp_path: Path):
+    """Columns are part of every row's state; an added column left out with
+    ignore_columns gives every job its old state byte for byte, a removed or renamed one
+    cannot be left out (the old rows held it)."""
+    t = Tree(tmp_path, gen.DEFAULT)
+    before, first = states(t.jobs()[1]), git(t.inp, "rev-parse", "HEAD")
+    old = (t.inp / "participants.tsv").read_text()
+    t.write("participants.tsv", with_column(old, "handedness", "R"))
+    added = git(t.inp, "rev-parse", "HEAD")
+    new = row_table(t.root, "inputs/data", added)
+    assert row_table(t.root, "inputs/data", first) == old and new.startswith(
+        "participant_id\tage\thandedness\n")
+    change = column_change(PARTICIPANTS, old, new)
+    assert change == ColumnChange(PARTICIPANTS, ("handedness",), ())
+    assert change.ignorable and change.describe() == "added: handedness"
+    assert column_change(PARTICIPANTS, old, new, ["handedness"]) is None
+    assert column_change(PARTICIPANTS, old, old) is None
+    after = states(t.jobs()[1])
+    assert all(after[j] != before[j] for j in before)
+    assert states(t.jobs(ignore_columns=("handedness",))[1]) == before
+    assert states(t.jobs("subject", ignore_columns=("handedness", "age"))[1]) != states(
+        t.jobs("subject")[1])
+
+    renamed = old.replace("participant_id\tage", "participant_id\tyears")
+    change = column_change(PARTICIPANTS, old, renamed, ["age"])
+    assert change == ColumnChange(PARTICIPANTS, ("years",), ("age",)) and not change.ignorable
+    assert change.describe() == "added: years; removed: age"
+    reordered = column_change(PARTICIPANTS, new, "participant_id\thandedness\tage\n")
+    assert reordered is not None and reordered.describe() == "reordered"
+    # an annexed table (a symlink in the tree) cannot be read: no answer, no refusal
+    (t.inp / "participants.tsv").unlink()
+    (t.inp / "participants.tsv").symlink_to(".git/annex/objects/x/MD5E-s1--x.tsv")
+    t.record()
+    assert row_table(t.root, "inputs/data", git(t.inp, "rev-parse", "HEAD")) is None
 
 
 def test_jobs_that_never_ran_are_new_not_changed(tmp_path: Path):
@@ -359,9 +417,54 @@ def test_only_what_a_job_inherits_or_owns_changes_it(bids_run):
     assert out["changed"] == ["sub-01_ses-1", "sub-01_ses-2"] and out["done"] == ["sub-02_ses-1"]
 
 
+@pytest.mark.slow
+def test_a_new_column_is_refused_once_with_a_choice(bids_run):
+    """Adding a column to participants.tsv (kept in git, as BIDS text files usually are)
+    is refused naming it and both ways out; accepting changes the jobs, ignoring the
+    column keeps every job done. Runs after the test above (same dataset)."""
+    ana, src = bids_run["ana"], bids_run["src"]
+    text = (src / "participants.tsv").read_text()
+    attributes = (src / ".gitattributes").read_text()
+    gen.edit(src, {".gitattributes": f"{attributes}participants.tsv annex.largefiles=nothing\n",
+                   "participants.tsv": text}, "participants.tsv in git")
+    assert git(src, "ls-files", "-s", "participants.tsv").startswith("100644")
+    fairbig("plan", "--update", cwd=ana)
+    fairbig("submit", "-j", "2", cwd=ana)
+    everyone = ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1", "sub-03_ses-1"]
+    assert json.loads(fairbig("plan", "--json", cwd=ana).stdout)["done"] == everyone
+
+    gen.edit(src, {"participants.tsv": with_column(text, "handedness", "R")}, "handedness")
+    head = git(ana, "rev-parse", "HEAD")
+    refused = fairbig("plan", "--update", cwd=ana, check=False)
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines()[-1] == (
+        "fairbig: error: participants.tsv's columns changed (added: handedness): that changes "
+        "4 job(s) with results (re-plan them with 'fairbig plan --update --columns-changed "
+        "rerun', or keep their results with inputs.ignore_columns: [handedness] in "
+        "fairbig.yaml; nothing was planned)")
+    assert git(ana, "rev-parse", "HEAD") == head
+
+    rerun = json.loads(fairbig("plan", "--update", "--columns-changed", "rerun", "--dry-run",
+                               "--json", cwd=ana).stdout)
+    assert rerun["changed"] == everyone and rerun["columns"] == [
+        {"table": "participants.tsv", "added": ["handedness"], "removed": [], "changed": 4}]
+    said = fairbig("plan", "--update", "--columns-changed", "rerun", "--dry-run", cwd=ana)
+    assert "  participants.tsv's columns changed: 4 job(s) changed by it" in said.stdout
+
+    cfgmod.update_file(ana / cfgmod.CONFIG_NAME,
+                       {"inputs.ignore_columns": cfgmod.flow_list(["handedness"])})
+    git(ana, "commit", "-q", "-m", "ignore handedness", cfgmod.CONFIG_NAME)
+    kept = json.loads(fairbig("plan", "--update", "--json", cwd=ana).stdout)
+    assert kept["input_updated"] and kept["done"] == everyone and kept["changed"] == []
+    assert kept["columns"] == []
+
+
 def test_bids_settings_are_validated():
-    cfg = cfgmod.from_partial("inputs:\n  bids_emptyroom: 'yes'\n  required_files: ['/abs']\n")
+    cfg = cfgmod.from_partial("inputs:\n  bids_emptyroom: 'yes'\n  required_files: ['/abs']\n"
+                              "  ignore_columns: [participant_id, '']\n")
     problems = cfgmod.validate(cfg)
     assert "inputs.bids_emptyroom 'yes' must be true or false" in problems
     assert "inputs.required_files: '/abs' must be a pattern relative to the job's folder" \
         in problems
+    assert [p for p in problems if p.startswith("inputs.ignore_columns")] == [
+        f"inputs.ignore_columns: {c!r} must be a column name of participants.tsv (not "
+        "participant_id, its key)" for c in ("participant_id", "")]
