@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from .annexkeys import key_of_link
 from .bids import (
     DESCRIPTION,
     DESCRIPTIVE_RE,
@@ -34,11 +35,12 @@ from .bids import (
     state_text,
 )
 from .contract import APP_SCRATCH
-from .errors import FairbigError
-from .gitcmd import GITLINK, SYMLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
+from .errors import CommandError, FairbigError
+from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batches
 from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
 from .jobstate import gc_paused
+from .proc import run
 
 HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
 LIST_SEP = ","  # between the paths of the inputs and outputs columns
@@ -274,8 +276,8 @@ def _bids_units(input_root: Path, sub_git: Path, commit: str, by: str,
         out.skipped[EMPTYROOM] = ("MEG empty-room recordings (inputs.bids_emptyroom: true "
                                   "plans them)")
     fetched = tuple(sorted(p for p in top if DESCRIPTIVE_RE.match(p) or p == PARTICIPANTS))
-    rows = rows_by_key(_read_blob(sub_git, top[PARTICIPANTS]), opts.ignore_columns) \
-        if PARTICIPANTS in top else None
+    rows = rows_by_key(_table_text(input_root, sub_git, top[PARTICIPANTS]),
+                       opts.ignore_columns) if PARTICIPANTS in top else None
     top_rules = Inheritance(inheritable(top.items()))
     with_sessions = 0
     units = out.units
@@ -321,13 +323,38 @@ def _read_blob(git_dir: Path, sha: str) -> str:
     return git(git_dir, "cat-file", "blob", sha).stdout
 
 
+def _table_text(input_root: Path, git_dir: Path, sha: str) -> str:
+    """The text of a row-level table whose blob is ``sha``. An annexed one (a symlink or
+    pointer file in the tree, as in a dataset that annexes every file) is got from the
+    input dataset's annex: its rows, not its key, are the jobs' state, so an edited row
+    changes its participant's jobs only (read as the link text, it changed none)."""
+    text = _read_blob(git_dir, sha)
+    key = key_of_link(text.strip()) if "\n" not in text.rstrip("\n") else ""
+    if not key:
+        return text
+    try:
+        run(["git", "annex", "get", "--quiet", "--key", key], cwd=input_root)
+        where = run(["git", "annex", "contentlocation", key], cwd=input_root).stdout.strip()
+    except CommandError as exc:
+        raise FairbigError(
+            f"{PARTICIPANTS} is annexed in {input_root} and its content ({key}) could not be "
+            f"got ({_last_line(exc)}); make it available (datalad get), or keep the table "
+            "in git") from None
+    return (input_root / where).read_text(encoding="utf-8", errors="surrogateescape")
+
+
+def _last_line(exc: CommandError) -> str:
+    lines = exc.stderr.strip().splitlines()
+    return lines[-1].strip() if lines else f"exit code {exc.returncode}"
+
+
 def row_table(root: Path, inputs_path: str, commit: str, name: str = PARTICIPANTS) -> str | None:
-    """The text of the row-level table ``name`` of the input dataset at ``commit``
-    (None if it has none there, or annexed: a symlink, whose content the tree has not),
-    for :func:`fairbig.bids.column_change`."""
+    """The text of the row-level table ``name`` of the input dataset at ``commit`` (None
+    if it has none there), annexed or not, for :func:`fairbig.bids.column_change`."""
     found = [e for e in ls_tree(git_dir_of(root / inputs_path), commit, name)
-             if e.path == name and e.type == "blob" and e.mode != SYMLINK]
-    return _read_blob(git_dir_of(root / inputs_path), found[0].sha) if found else None
+             if e.path == name and e.type == "blob"]
+    return _table_text(root / inputs_path, git_dir_of(root / inputs_path),
+                       found[0].sha) if found else None
 
 
 # ---------------------------------------------------------------- pure planning

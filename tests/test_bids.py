@@ -214,11 +214,17 @@ def test_a_column_change_is_detected_and_an_added_one_can_be_ignored(tmp_path: P
     assert change.describe() == "added: years; removed: age"
     reordered = column_change(PARTICIPANTS, new, "participant_id\thandedness\tage\n")
     assert reordered is not None and reordered.describe() == "reordered"
-    # an annexed table (a symlink in the tree) cannot be read: no answer, no refusal
+    # an annexed table is read from the annex (end to end below); one whose content
+    # cannot be got is refused in one line, never taken as a table without rows
     (t.inp / "participants.tsv").unlink()
     (t.inp / "participants.tsv").symlink_to(".git/annex/objects/x/MD5E-s1--x.tsv")
     t.record()
-    assert row_table(t.root, "inputs/data", git(t.inp, "rev-parse", "HEAD")) is None
+    with pytest.raises(FairbigError) as err:
+        row_table(t.root, "inputs/data", git(t.inp, "rev-parse", "HEAD"))
+    assert str(err.value).startswith(
+        f"participants.tsv is annexed in {t.inp} and its content (MD5E-s1--x.tsv) could not "
+        "be got (") and str(err.value).endswith(
+        "); make it available (datalad get), or keep the table in git")
 
 
 def test_jobs_that_never_ran_are_new_not_changed(tmp_path: Path):
@@ -415,6 +421,15 @@ def test_only_what_a_job_inherits_or_owns_changes_it(bids_run):
     out = replan()
     assert out["new"] == ["sub-03_ses-1"]
     assert out["changed"] == ["sub-01_ses-1", "sub-01_ses-2"] and out["done"] == ["sub-02_ses-1"]
+    # the table is annexed here (every file is): its rows are read from the annex, so
+    # sub-02's edited row changes sub-02's job only (read as a link, it changed none)
+    assert (src / "participants.tsv").is_symlink()
+    edited = (src / "participants.tsv").read_text().replace(
+        gen.participant_row("sub-02"), gen.participant_row("sub-02", age=31))
+    gen.edit(src, {"participants.tsv": edited}, "sub-02's age")
+    out = replan()
+    assert out["changed"] == ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
+    assert out["new"] == ["sub-03_ses-1"] and out["done"] == []
 
 
 @pytest.mark.slow
