@@ -24,6 +24,14 @@ def key_of_link(target: str) -> str:
     return name if "/annex/objects/" in target and "--" in name else ""
 
 
+def got_content(repo: Path, key: str, *source: str, hint: str = "") -> Path:
+    """The local file of ``key`` in ``repo``, got first (``git annex get --key``, from
+    ``source`` options such as ``--from REMOTE``); raises :class:`CommandError` if it
+    cannot be got. One place for what fetch and the plan's annexed tables both need."""
+    run(["git", "annex", "get", "--quiet", "--key", key, *source], cwd=repo, hint=hint)
+    return repo / run(["git", "annex", "contentlocation", key], cwd=repo).stdout.strip()
+
+
 def key_fields(key: str) -> tuple[str, str]:
     """Backend and size (``""`` if the key records none) of ``BACKEND-sSIZE--NAME``."""
     backend, *fields = key.split("--", 1)[0].split("-")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .annexkeys import key_of_link
+from .annexkeys import got_content, key_of_link
 from .bids import (
     DESCRIPTION,
     DESCRIPTIVE_RE,
@@ -40,7 +40,6 @@ from .gitcmd import GITLINK, TREE, Entry, GitError, git, ls_tree, ls_tree_batche
 from .gittree import git_dir_of, gitlink
 from .ids import job_id_problem, path_problem
 from .jobstate import gc_paused
-from .proc import run
 
 HEADER = ("job_id", "subject", "session", "input_state", "inputs", "outputs", "command")
 LIST_SEP = ","  # between the paths of the inputs and outputs columns
@@ -333,14 +332,13 @@ def _table_text(input_root: Path, git_dir: Path, sha: str) -> str:
     if not key:
         return text
     try:
-        run(["git", "annex", "get", "--quiet", "--key", key], cwd=input_root)
-        where = run(["git", "annex", "contentlocation", key], cwd=input_root).stdout.strip()
+        where = got_content(input_root, key)
     except CommandError as exc:
         raise FairbigError(
             f"{PARTICIPANTS} is annexed in {input_root} and its content ({key}) could not be "
             f"got ({_last_line(exc)}); make it available (datalad get), or keep the table "
             "in git") from None
-    return (input_root / where).read_text(encoding="utf-8", errors="surrogateescape")
+    return where.read_text(encoding="utf-8", errors="surrogateescape")
 
 
 def _last_line(exc: CommandError) -> str:
@@ -351,10 +349,10 @@ def _last_line(exc: CommandError) -> str:
 def row_table(root: Path, inputs_path: str, commit: str, name: str = PARTICIPANTS) -> str | None:
     """The text of the row-level table ``name`` of the input dataset at ``commit`` (None
     if it has none there), annexed or not, for :func:`fairbig.bids.column_change`."""
-    found = [e for e in ls_tree(git_dir_of(root / inputs_path), commit, name)
+    repo = root / inputs_path
+    found = [e for e in ls_tree(git_dir_of(repo), commit, name)
              if e.path == name and e.type == "blob"]
-    return _table_text(root / inputs_path, git_dir_of(root / inputs_path),
-                       found[0].sha) if found else None
+    return _table_text(repo, git_dir_of(repo), found[0].sha) if found else None
 
 
 # ---------------------------------------------------------------- pure planning

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .. import dl
+from ..annexkeys import got_content
 from ..contract import JOB_REF_PREFIX, OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
@@ -87,10 +88,9 @@ def fetch(a: Analysis, job: str, path: str, dest: Path) -> Path:
             # log names, so the reader (which never pushes) is told first.
             uuid = run(["git", "config", f"remote.{OUTPUT_STORAGE}.annex-uuid"], cwd=reader).stdout
             run(["git", "annex", "setpresentkey", key, uuid.strip(), "1"], cwd=reader)
-            run(["git", "annex", "get", "--quiet", "--key", key, "--from", OUTPUT_STORAGE],
-                cwd=reader, hint="check the output store and that the lab's secret key can decrypt")
-            src = run(["git", "annex", "contentlocation", key], cwd=reader).stdout.strip()
-            shutil.copyfile(reader / src, tmp)
+            src = got_content(reader, key, "--from", OUTPUT_STORAGE, hint="check the output "
+                              "store and that the lab's secret key can decrypt")
+            shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -280,7 +280,7 @@ def plan(a: Analysis, req: PlanRequest) -> PlanOutcome:
 def columns_changed(a: Analysis, before: str, after: str) -> ColumnChange | None:
     """How ``participants.tsv``'s columns differ between the input commit the previous
     plan recorded and the one planned now (not ignored ones added: those change no row).
-    A table annexed rather than in git cannot be read from the tree: no answer."""
+    An annexed table is read from the input dataset's annex (:func:`row_table`)."""
     if not before or before == after:
         return None
     path = a.config.inputs.path
