@@ -198,3 +198,25 @@ def test_slurm_layout_reads_max_array_size_and_never_guesses_it(tmp_path, monkey
     assert str(err.value) == ("`scontrol show config` failed with exit code 1: slurm_load_ctl_"
                               "conf error: Unable to contact slurm controller (connect failure)"
                               " (check that slurmctld answers ('scontrol ping') and submit again)")
+
+
+def test_slurm_cancel_says_when_scancel_failed(tmp_path, monkeypatch):
+    """scancel's answer when slurmctld is unreachable (captured from this cluster's scancel
+    with a SLURM_CONF naming a closed port: exit 8 after 9 s of retries) is an error, not
+    'cancelled'; IDs SLURM has forgotten (finished jobs) exit 0 and are no error."""
+    from fairbig.errors import FairbigError
+
+    scancel = tmp_path / "scancel"
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    sub = Submission("sub-01", "slurm", "12345_0", 0.0)
+    scancel.write_text("#!/bin/sh\n")
+    scancel.chmod(0o755)
+    get_backend("slurm", slurm_config()).cancel([sub])
+    scancel.write_text("#!/bin/sh\necho 'scancel: error: Kill job error on job id 12345_0: "
+                       "Unable to contact slurm controller (connect failure)' >&2\nexit 8\n")
+    with pytest.raises(FairbigError) as err:
+        get_backend("slurm", slurm_config()).cancel([sub])
+    assert err.value.message == (
+        "SLURM did not cancel the jobs: scancel: error: Kill job error on job id 12345_0: "
+        "Unable to contact slurm controller (connect failure)")
+    assert err.value.hint.startswith("they are marked cancelled")

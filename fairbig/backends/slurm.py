@@ -148,8 +148,16 @@ class SlurmBackend(Backend):
         return run_dir / OUTPUT.replace("%A_%a", sub.backend_id)
 
     def cancel(self, subs: Sequence[Submission]) -> None:
-        if subs:
-            run(["scancel", *sorted(s.backend_id for s in subs)], check=False)
+        """scancel of IDs SLURM forgot (finished jobs) exits 0; any other failure (the
+        controller unreachable) must not read as a cancel that happened."""
+        if not subs:
+            return
+        proc = run(["scancel", *sorted(s.backend_id for s in subs)], check=False)
+        if proc.returncode:
+            said = (proc.stderr.strip() or f"exit code {proc.returncode}").splitlines()[-1]
+            raise FairbigError(f"SLURM did not cancel the jobs: {said}",
+                               "they are marked cancelled and record it if they start; run "
+                               "'fairbig cancel' again once 'scontrol ping' answers")
 
 
 def submit_argv(batch: Batch, req: SubmitRequest, throttle: int, time: str) -> list[str]:
