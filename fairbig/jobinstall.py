@@ -89,6 +89,12 @@ def usable(remote: Remote, stores: set[str]) -> bool:
             and store_base(c.get("url", "")) in stores)
 
 
+def ora_cost(remote: Remote) -> str:
+    """The cost the ORA helper answers GETCOST with, as git-annex caches it: 100 for a
+    store on a local file system, 200 otherwise (datalad.distributed.ora_remote)."""
+    return "100.0" if local_root(store_base(remote.config.get("url", ""))) else "200.0"
+
+
 def enable_remotes(ds: Path, stores: set[str], config_keys: bool) -> list[str]:
     """Enable the usable special remotes of ``ds`` (annex-initialised); their names."""
     log = git(ds / ".git", "cat-file", "-p", "git-annex:remote.log", check=False).stdout
@@ -97,6 +103,11 @@ def enable_remotes(ds: Path, stores: set[str], config_keys: bool) -> list[str]:
         if not usable(remote, stores):
             continue
         name = remote.name
+        # git-annex asks an external remote without a cost for one at its first use, by
+        # starting its helper (about 0.15 CPU-s for ORA), also for a remote the command
+        # does not use (`copy --to output-storage` starts input-storage's); the cost ORA
+        # reports (a local store is cheap) written beforehand, as git-annex caches it
+        git(ds / ".git", "config", f"remote.{name}.annex-cost", ora_cost(remote))
         if config_keys:  # what the pinned git-annex's init writes for an autoenable remote
             for key, value in (("annex-externaltype", ORA), ("annex-uuid", remote.uuid),
                                ("annex-verified", "automatic")):

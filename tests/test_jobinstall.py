@@ -104,6 +104,38 @@ def test_subject_installed_at_its_commit_with_what_annex_init_enables(ukb_input,
         assert {k.split()[0] for k in keys} == {k.split()[0] for k in remote_keys(plain)}
 
 
+def helper_starts(ds: Path, *args: str) -> int:
+    """How many special-remote helpers ``git annex ARGS`` in ``ds`` starts."""
+    out = subprocess.run(["git", "annex", "--debug", *args], cwd=ds, capture_output=True,
+                         text=True, check=True)
+    return sum("chat: " in line and "git-annex-remote-" in line
+               for line in out.stderr.splitlines())
+
+
+@pytest.mark.slow
+def test_enabled_remotes_have_the_cost_their_helper_reports(ukb_input, tmp_path):
+    """A remote enabled for the job has the cost ORA reports (git-annex's cached
+    answer), so git-annex starts no helper just to ask it: a `whereis` of content in
+    the input store asks its one remote only (a remote the command does not use would
+    otherwise start too, as `copy --to output-storage` started input-storage's)."""
+    store, sub = ukb_input["store"], ukb_input["ids"][0]
+    top = tmp_path / "top"
+    git(tmp_path, "clone", "-q", str(store_repo(ukb_input["url"], "")), str(top))
+    git(top, "annex", "init", "-q", "--no-autoenable")
+    git(top, "config", CANDIDATE_KEY, f"{store}#{{id}}")
+    install(top, [store], annex_version(), [sub])
+    costs = {k for k in remote_keys(top / sub) | remote_keys(top) if ".annex-cost " in k}
+    assert costs and all(k.endswith(" 100.0") for k in costs), costs
+    # the same answer the helper gives: a plain clone's git-annex asks and caches it
+    plain = tmp_path / "plain"
+    git(tmp_path, "clone", "-q", git(top / sub, "remote", "get-url", "origin"), str(plain))
+    git(plain, "annex", "init", "-q")
+    assert helper_starts(plain, "info", "--fast", "here") == 1  # GETCOST
+    assert {k for k in remote_keys(plain) if ".annex-cost " in k} == {
+        k for k in remote_keys(top / sub) if ".annex-cost " in k}
+    assert helper_starts(top, "info", "--fast", "here") == 0
+
+
 @pytest.mark.slow
 def test_a_store_not_the_jobs_is_not_used(ukb_input, tmp_path):
     """The subject's store is not among the job's: no remote of it is enabled in the top
