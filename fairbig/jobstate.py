@@ -23,7 +23,6 @@ import gc
 import json
 import marshal
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -81,6 +80,8 @@ CLAIM_SUFFIX = ".claim"
 
 def new_token() -> str:
     """A unique attempt token; also a valid scheduler job name."""
+    import secrets  # here: every job step imports this module for its record
+
     return f"fairbig-{secrets.token_hex(6)}"
 
 

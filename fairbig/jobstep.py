@@ -4,19 +4,22 @@ The job body (templates/job.sh.j2) calls these with the venv's python:
 
 - ``record``: write the job's state record with the one schema of
   :class:`fairbig.jobstate.JobRecord` (``printf`` cannot escape a ``"``);
-- ``outputs``: refuse output paths that leave the clone, textually or
+- ``checkout``: make the first commit of the job's branch, the plan commit without
+  the results of all jobs (:func:`fairbig.treemerge.without_path`), check it out as
+  the job's branch, then refuse output paths that leave the clone, textually or
   through a symlink, before anything is deleted;
 - ``push``: push the job branch under the store's push lock, only if no
   newer result is there (otherwise the attempt is *superseded*);
-- ``base``: make the first commit of the job's branch, the plan commit without
-  the results of all jobs (:func:`fairbig.treemerge.without_path`);
 - ``install``: install the datasets the job reads with git and get their content
-  (:mod:`fairbig.jobinstall`), instead of a datalad process;
+  (:mod:`fairbig.jobinstall`), instead of a datalad process, measured;
 - ``measure``: run a step's command and append what it used to the job's usage
   file (:mod:`fairbig.usage`), which ``record`` folds into the record.
 
-Imports stay in the standard library and fairbig's light modules (no
-datalad, no click): each call costs tens of milliseconds, not a second.
+Every call but ``record`` takes ``--record STATE_DIR`` and the record's fields: it
+first records its step as running, so a step costs one Python start, not two (each
+about 60 ms of CPU; a job made twelve, now seven). Imports stay in the
+standard library and fairbig's light modules (no datalad, no click), the heavier
+ones (git layer, sockets) only in the call that needs them.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ import dataclasses
 import fcntl
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +220,7 @@ def acquire(lock_file: Path, timeout: float, job_id: str) -> int:
                 os.close(fd)
                 raise LockTimeout(_holder(lock_file)) from None
             time.sleep(min(1.0, max(0.05, timeout - waited)))
+    import socket  # only the push needs it
     host = socket.gethostname()
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
@@ -232,7 +236,18 @@ def _holder(lock_file: Path) -> str:
     return text or "an unknown time (a holder that does not say)"
 
 
-def push(args: argparse.Namespace) -> int:
+def push(args: argparse.Namespace, values: dict[str, str]) -> int:
+    """Push the branch; on success or superseded, record the next step (cleanup) as
+    running, which the job body would otherwise start Python for."""
+    rc = _push(args)
+    if args.record and rc in (0, SUPERSEDED):
+        write_record(Path(args.record), _record_from_args(
+            {**values, "status": "running", "exit_code": "", "step": args.next_step},
+            args.cpu_of))
+    return rc
+
+
+def _push(args: argparse.Namespace) -> int:
     store, job_id = Path(args.store), args.job_id
     ref = JOB_REF_PREFIX + job_id
     try:
@@ -263,6 +278,22 @@ def push(args: argparse.Namespace) -> int:
 
 # -- command line ---------------------------------------------------------------------
 
+def checkout(root: Path, plan_commit: str, results: str, job_id: str, branch: str,
+             outputs: list[str]) -> str:
+    """Check out the job's branch at :func:`base_commit` and check its output paths
+    there (:func:`output_problem`); the base commit. Raises SystemExit (exit code 2)
+    for an output path that may not be one, before anything is deleted."""
+    base = base_commit(root, plan_commit, results, job_id)
+    from .proc import run
+    run(["git", "checkout", "-q", "-b", branch, base], cwd=root)
+    for path in outputs:
+        problem = output_problem(root, path)
+        if problem:
+            print(f"fairbig job: {problem}", file=sys.stderr)
+            raise SystemExit(2)
+    return base
+
+
 def base_commit(root: Path, plan_commit: str, results: str, job_id: str) -> str:
     """The commit a job's branch starts from: the plan commit's tree without ``results``.
 
@@ -282,12 +313,35 @@ def base_commit(root: Path, plan_commit: str, results: str, job_id: str) -> str:
                message).stdout.strip()
 
 
-def _record_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per field of JobRecord, and the job shell's PID."""
+def _record_arguments(parser: argparse.ArgumentParser, record: bool = True) -> None:
+    """One option per field of JobRecord, and the job shell's PID; ``record``: also
+    ``--record STATE_DIR``, where the call first records its step as running."""
     for f in dataclasses.fields(JobRecord):
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name)
     parser.add_argument("--cpu-of", type=int, help="the job shell's PID: its CPU time and "
                         "its children's is the job's")
+    if record:
+        parser.add_argument("--record", metavar="STATE_DIR", help="first record the step "
+                            "as running there, with the record's fields as given (a Python "
+                            "start less per step)")
+
+
+def _install(args: argparse.Namespace) -> int:
+    """``jobstep install``, run in the measured child (forked: no Python start of its
+    own); the git layer and stores are imported there, counted in the step."""
+    from .jobinstall import install
+    for ds in install(Path.cwd(), args.store, args.annex_version, args.paths):
+        print(f"fairbig job: {ds} is in no store of the job's; installed by datalad",
+              file=sys.stderr)
+    return 0
+
+
+def _measured(args: argparse.Namespace, what: list[str] | Callable[[], int]) -> int:
+    if not args.step or not args.usage:
+        raise SystemExit("fairbig job: a measured step needs --step and --usage")
+    rc, used = usage.measure(what)
+    usage.append(Path(args.usage), args.step, used)
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,28 +349,30 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="write the job's state record")
     rec.add_argument("state_dir")
-    _record_arguments(rec)
+    _record_arguments(rec, record=False)
     m = sub.add_parser("measure", help="run a step's command (--step), append what it used "
                        "to the job's usage file (--usage)")
     _record_arguments(m)
-    m.add_argument("--record", metavar="STATE_DIR", help="first record the step as running "
-                   "there, with the record's fields as given (a Python start less per step)")
     m.add_argument("cmd", nargs="+")
-    out = sub.add_parser("outputs", help="check output paths before anything is deleted")
-    out.add_argument("root")
-    out.add_argument("paths", nargs="*")
     p = sub.add_parser("push", help="push the job branch unless a newer result is there")
-    for name in ("store", "remote", "lock-file", "job-id", "input-state", "plan-commit",
-                 "main"):
+    _record_arguments(p)
+    for name in ("store", "remote", "lock-file", "plan-commit", "main"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--timeout", type=float, required=True)
     p.add_argument("--replace", default="", help="1: replace a result for the same input "
                    "state (a forced run)")
-    b = sub.add_parser("base", help="commit the plan commit's tree without the results "
-                       "folder on top of it, print the commit")
-    for name in ("plan-commit", "results", "job-id"):
-        b.add_argument(f"--{name}", required=True)
-    i = sub.add_parser("install", help="install the datasets of PATHS with git, get them")
+    p.add_argument("--next-step", default="cleanup", help="the step recorded as running "
+                   "(--record) once the branch is pushed or the attempt superseded")
+    c = sub.add_parser("checkout", help="commit the plan commit's tree without the results "
+                       "folder on top of it, check it out as BRANCH, check the output "
+                       "paths there, print the commit")
+    _record_arguments(c)
+    for name in ("plan-commit", "results", "branch"):
+        c.add_argument(f"--{name}", required=True)
+    c.add_argument("outputs", nargs="*")
+    i = sub.add_parser("install", help="install the datasets of PATHS with git, get them "
+                       "(measured as --step with --usage)")
+    _record_arguments(i)
     i.add_argument("--store", action="append", required=True,
                    help="a store the job may install from and enable (repeatable)")
     i.add_argument("--annex-version", default="",
@@ -327,32 +383,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "record":
         write_record(Path(args.state_dir), _record_from_args(values, args.cpu_of))
         return 0
+    if args.record:
+        running = {**values, "status": "running", "exit_code": ""}
+        write_record(Path(args.record), _record_from_args(running, args.cpu_of))
     if args.command == "measure":
-        if not args.step or not args.usage:
-            parser.error("measure needs --step and --usage")
-        if args.record:
-            running = {**values, "status": "running", "exit_code": ""}
-            write_record(Path(args.record), _record_from_args(running, args.cpu_of))
-        rc, used = usage.measure(args.cmd)
-        usage.append(Path(args.usage), args.step, used)
-        return rc
-    if args.command == "outputs":
-        for path in args.paths:
-            problem = output_problem(Path(args.root), path)
-            if problem:
-                print(f"fairbig job: {problem}", file=sys.stderr)
-                return 2
-        return 0
-    if args.command == "base":
-        print(base_commit(Path.cwd(), args.plan_commit, args.results, args.job_id))
-        return 0
+        return _measured(args, args.cmd)
     if args.command == "install":
-        from .jobinstall import install  # git layer and stores: only this step needs them
-        for ds in install(Path.cwd(), args.store, args.annex_version, args.paths):
-            print(f"fairbig job: {ds} is in no store of the job's; installed by datalad",
-                  file=sys.stderr)
+        return _measured(args, lambda: _install(args))
+    if args.command == "checkout":
+        from .errors import FairbigError
+        try:
+            print(checkout(Path.cwd(), args.plan_commit, args.results, args.job_id,
+                           args.branch, args.outputs))
+        except FairbigError as exc:
+            print(f"fairbig job: {exc}", file=sys.stderr)
+            return 1
         return 0
-    return push(args)
+    return push(args, values)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ it runs in every job.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import heapq
 import json
 import math
@@ -33,8 +32,9 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,22 +89,63 @@ def _reap_orphans(deadline: float) -> None:
             time.sleep(0.01)
 
 
-def measure(cmd: Sequence[str]) -> tuple[int, Usage]:
-    """Run ``cmd`` and return its exit code and the usage of it and all it started.
+def _call_in_child(call: Callable[[], int]) -> int:
+    """Fork; the child runs ``call`` and exits with its code (SystemExit as Python
+    reports it). A Python step measured without a Python start of its own: the
+    measuring process already holds the interpreter and fairbig's modules."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    rc = 1
+    try:
+        rc = call()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # the child must never return into the caller
+        import traceback
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(rc)
+
+
+def measure(cmd: Sequence[str] | Callable[[], int]) -> tuple[int, Usage]:
+    """Run ``cmd`` (a command line, or a function run in a forked child) and return its
+    exit code and the usage of it and all it started.
 
     Signals sent to us (a scheduler's cancel) are passed on to ``cmd``.
     """
+    import ctypes  # here: the job's other Python calls start without it
+
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     io_before = _io()
     start = time.monotonic()
-    try:
-        proc = subprocess.Popen(cmd)
-    except OSError as exc:
-        raise SystemExit(f"fairbig job: cannot run {cmd[0]}: {exc.strerror}") from None
+    proc = None
+    if callable(cmd):
+        pid = _call_in_child(cmd)
+    else:
+        try:
+            proc = subprocess.Popen(cmd)
+        except OSError as exc:
+            raise SystemExit(f"fairbig job: cannot run {cmd[0]}: {exc.strerror}") from None
+        pid = proc.pid
+
+    def forward(sig: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
     for sig in FORWARDED:
-        signal.signal(sig, lambda s, _f: proc.send_signal(s))
-    rc = proc.wait()
+        signal.signal(sig, forward)
+    rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if proc is not None:
+        proc.returncode = rc  # reaped here: Popen must not wait for the PID again
     if rc < 0:
         rc = 128 - rc  # killed by a signal: the shell's convention
     wall = time.monotonic() - start

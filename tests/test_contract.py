@@ -58,18 +58,24 @@ def test_snakefile_wildcard_is_the_ids_py_rule():
 
 
 def test_job_body_reads_the_plan_row_by_the_columns_jobtable_writes(tmp_path: Path):
-    """The plan-reading lines of the rendered body, run on a plan render_tsv wrote."""
+    """The plan-reading lines of the rendered body, run on a plan render_tsv wrote and
+    committed (the job reads it from the plan commit, before its checkout)."""
     job = Job("sub-02", "sub-02", "", "f" * 40, ("in/a b", "in/c"), ("results/sub-02",),
               "code/run 'x' \"y\"")
     other = Job("sub-1", "sub-1", "", "e" * 40, ("in/z",), ("results/sub-1",), "other")
     (tmp_path / contract.FAIRBIG_DIR).mkdir()
     (tmp_path / contract.PLAN_FILE).write_text(render_tsv([other, job]))
+    for args in (["init", "-q"], ["add", contract.PLAN_FILE],
+                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "p"]):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True)
+    (tmp_path / contract.PLAN_FILE).unlink()  # the work tree is not checked out yet
     text = body(tmp_path).read_text()
     consts = "\n".join(line for line in text.splitlines()
                        if line.startswith(("plan_file=", "list_sep=")))
-    reading = text[text.index("field() {"):text.index("\njobstep outputs")]
+    reading = text[text.index("plan_row=$("):text.index("\nbase_commit=$(")]
     shown = 'printf "%s|" "$input_state" "${inputs[@]}" "${outputs[@]}" "$command"'
-    res = subprocess.run(["bash", "-c", f"{consts}\njob_id=sub-02\n{reading}\n{shown}"],
+    res = subprocess.run(["bash", "-c", f"set -euo pipefail\n{consts}\njob_id=sub-02\n"
+                          f"plan_commit=HEAD\n{reading}\n{shown}"],
                          cwd=tmp_path, capture_output=True, text=True, check=True)
     assert res.stdout.split("|")[:-1] == [job.input_state, *job.inputs, *job.outputs,
                                           job.command]

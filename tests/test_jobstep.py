@@ -17,9 +17,9 @@ from fairbig.jobstate import JobRecord, read_records, records_cache
 from fairbig.jobstep import StoreView, output_problem, superseded_by
 
 
-def jobstep_cli(*args: str) -> subprocess.CompletedProcess:
+def jobstep_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fairbig.jobstep", *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=cwd)
 
 
 def test_record_with_quote_in_workdir_is_valid_json(tmp_path):
@@ -114,10 +114,76 @@ def test_output_through_a_symlink_is_refused(tmp_path):
     assert "leaves the dataset" in output_problem(ds, "results/../../x")
     assert output_problem(ds, "results/1") is None
     assert output_problem(ds, "results/2/new") is None  # not there yet: fine
-    proc = jobstep_cli("outputs", str(ds), "results/1", "code/escape/x")
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("fairbig job: output path 'code/escape/x' goes through")
+
+
+def git(cwd, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+RECORD = ("--job-id", "1", "--host", "node1", "--pid", "42", "--backend-id", "b",
+          "--started", "100", "--workdir", "/w", "--input-state", "s1")
+
+
+def test_checkout_records_the_step_checks_out_the_base_and_refuses_a_symlinked_output(
+        tmp_path):
+    """One call for step checkout: its running record, the branch at the plan commit
+    without results/ (checked out), then the outputs checked there; a committed
+    symlink on an output's way is refused (exit 2, one line) before anything is
+    deleted."""
+    host = tmp_path / "host"
+    (host / "x").mkdir(parents=True)
+    ds = tmp_path / "ds"
+    (ds / "code").mkdir(parents=True)
+    (ds / "code" / "escape").symlink_to(host)
+    (ds / "results" / "0").mkdir(parents=True)
+    (ds / "results" / "0" / "old").write_text("merged\n")
+    git(tmp_path, "init", "-q", "ds")
+    git(ds, "add", ".")
+    git(ds, "commit", "-q", "-m", "plan")
+    plan = git(ds, "rev-parse", "HEAD")
+    state = tmp_path / "state"
+    args = ("checkout", "--record", str(state), *RECORD, "--step", "checkout",
+            "--plan-commit", plan, "--results", "results", "--branch", "job-1", "--")
+    proc = jobstep_cli(*args, "results/1", "code/escape/x", cwd=ds)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"fairbig job: output path 'code/escape/x' goes through the "
+                           f"symlink 'code/escape' (-> {host}); refused before deleting "
+                           "anything\n")
+    rec = read_records(state)["1"]
+    assert (rec.status, rec.step, rec.input_state) == ("running", "checkout", "s1")
     assert (host / "x").is_dir()
+    git(ds, "checkout", "-q", "--detach", plan)
+    git(ds, "branch", "-D", "job-1")
+    proc = jobstep_cli(*args, "results/1", cwd=ds)
+    assert proc.returncode == 0, proc.stderr
+    base = proc.stdout.strip()
+    assert git(ds, "rev-parse", "HEAD", "job-1", "HEAD^") == f"{base}\n{base}\n{plan}"
+    assert git(ds, "symbolic-ref", "HEAD") == "refs/heads/job-1"
+    assert not (ds / "results").exists() and (ds / "code" / "escape").is_symlink()
+
+
+def test_push_records_cleanup_as_running_once_superseded(tmp_path):
+    """`push --record` writes its own step's running record and, pushed or superseded,
+    the next step's (cleanup): the job body starts no Python for either."""
+    store = tmp_path / "store"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", "store")
+    work = tmp_path / "work"
+    git(tmp_path, "init", "-q", "-b", "main", "work")
+    (work / ".fairbig").mkdir()
+    (work / ".fairbig" / "merged.tsv").write_text("job_id\tinput_state\n1\ts1\n")
+    git(work, "add", ".")
+    git(work, "commit", "-q", "-m", "merged")
+    git(work, "push", "-q", str(store), "main")
+    state = tmp_path / "state"
+    proc = jobstep_cli("push", "--record", str(state), *RECORD, "--step", "push-branch",
+                       "--store", str(store), "--remote", str(store), "--lock-file",
+                       str(tmp_path / "lock"), "--plan-commit", git(work, "rev-parse", "HEAD"),
+                       "--main", "main", "--timeout", "5")
+    assert (proc.returncode, proc.stdout) == (jobstep.SUPERSEDED,
+                                              "a result for input s1 is already merged\n")
+    rec = read_records(state)["1"]
+    assert (rec.status, rec.step, rec.exit_code) == ("running", "cleanup", None)
 
 
 def test_annexed_file_of_an_earlier_run_is_an_output(tmp_path):

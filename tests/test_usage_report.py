@@ -62,6 +62,26 @@ def test_measure_counts_orphans_and_passes_the_exit_code(tmp_path):
     assert got["cpu_s"] >= 0.2, got  # wall_s: until the command itself exited
 
 
+def test_a_python_step_is_measured_in_a_forked_child(capfd):
+    """A function measured without a Python start of its own: run in a forked child,
+    its CPU counted, its exit code (or SystemExit's message and 1) passed on."""
+    def busy() -> int:
+        t = time.process_time()
+        while time.process_time() - t < 0.2:
+            pass
+        return 4
+
+    rc, used = usage.measure(busy)
+    assert rc == 4 and used.cpu_s >= 0.2, used
+
+    def refuses() -> int:
+        raise SystemExit("fairbig job: no")
+
+    rc, _ = usage.measure(refuses)
+    assert rc == 1
+    assert capfd.readouterr().err == "fairbig job: no\n"
+
+
 def test_suggestion_is_the_99th_percentile_plus_a_margin():
     totals = [{"wall_s": float(n), "cpu_s": 1.0, "max_rss_mb": float(n)} for n in range(1, 101)]
     got = usage.suggest(totals)

@@ -103,16 +103,18 @@ state() {
     fields
     jobstep record "$state_dir" --status "$1" --exit-code "${2:-}" "${rec[@]}"
 }
-# A measured command records its step as running from the same Python process: a
-# start of it costs about 0.1 CPU-s, and a job would start it some 17 times.
-measure() { fields; jobstep measure --record "$state_dir" "${rec[@]}" -- "$@"; }
+# A step's first Python call records the step as running from the same process
+# (--record): a start of it costs about 60 ms of CPU, and a job would start it some
+# twelve times; `measure` runs a command measured.
+step_call() { fields; jobstep "$1" --record "$state_dir" "${rec[@]}" "${@:2}"; }
+measure() { step_call measure -- "$@"; }
 
-# begin STEP [measured]: the step's "running" record; "measured": its first command is
-# measured, which writes it
+# begin STEP [recorded]: the step's "running" record; "recorded": its first Python
+# call writes it
 begin() {
     step=$1
     log "step $step"
-    [ "${2:-}" = measured ] || state running
+    [ "${2:-}" = recorded ] || state running
 }
 
 cleanup() {
@@ -143,7 +145,7 @@ trap 'exit 130' INT
 trap 'exit 129' HUP
 
 # -- 1. ephemeral clone ----------------------------------------------------------
-begin clone measured
+begin clone recorded
 mkdir -p "${workdir_base:-${TMPDIR:-$workdir_fallback}}"
 workdir=$(mktemp -d "${workdir_base:-${TMPDIR:-$workdir_fallback}}/$workdir_prefix$job_id.XXXXXX")
 export FAIRBIG_CONTAINER_CACHE=${FAIRBIG_CONTAINER_CACHE:-${TMPDIR:-/tmp}/fairbig-containers-$(id -u)}
@@ -159,14 +161,32 @@ measure sh -c 'git clone -q --no-checkout -c remote.origin.annex-ignore=true \
 cd "$workdir/ds"
 
 # -- 2. own branch, output store, encryption key -----------------------------------
-begin checkout
+begin checkout recorded
 git remote add "$output_remote" "$output_url"
+# This job's row of the plan, read from the plan commit (the work tree is not checked
+# out yet), then its fields (the line after the header whose ID is ours)
+# (awk reads to the end: git must not die of a closed pipe under pipefail)
+plan_row=$(git cat-file blob "$plan_commit:$plan_file" |
+           awk -F '\t' -v id="$job_id" -v k=1 'NR > 1 && $k == id && !n++')
+field() { awk -F '\t' -v n="$1" '{ print $n }' <<<"$plan_row"; }
+if [ -z "$plan_row" ]; then
+    echo "fairbig job: $job_id is not in the plan of commit $plan_commit" >&2
+    exit 2
+fi
+input_state=$(field 4)
+IFS=$list_sep read -r -a inputs <<<"$(field 5)"
+IFS=$list_sep read -r -a outputs <<<"$(field 6)"
+command=$(field 7)
+# "--" makes datalad quote the line into one word, as fairbig's wrapper takes it; a
+# container dataset's own call format splices it as words (see contract.CALL_FMT)
+command_args=(-- "$command")
 # The branch starts from a commit of the plan commit's tree without the results folder
-# (fairbig.jobstep base): the run commit then holds this job's results only, so a merge
-# reads and fetches what the job wrote, not a copy of every merged job's results.
-base_commit=$(jobstep base --plan-commit "$plan_commit" --results "$results_dir" \
-              --job-id "$job_id")
-git checkout -q -b "$branch_prefix$job_id" "$base_commit"
+# (fairbig.jobstep checkout): the run commit then holds this job's results only, so a
+# merge reads and fetches what the job wrote, not a copy of every merged job's results.
+# Outputs are checked there for what they are (no symlink on the way out of the clone)
+# before anything is deleted or written.
+base_commit=$(step_call checkout --plan-commit "$plan_commit" --results "$results_dir" \
+              --branch "$branch_prefix$job_id" -- "${outputs[@]}")
 log "checked out $base_commit: plan commit ${plan_commit:0:12} without $results_dir/"
 export GNUPGHOME="$workdir/gnupg"
 mkdir -m 700 "$GNUPGHOME"
@@ -185,26 +205,6 @@ if [ -z "$want" ] || [ -z "$have" ] || printf '%s\n' "$want" | grep -Fvxq -e "$h
     exit 2
 fi
 git config annex.gnupg-options "--trust-model always"
-
-# one field of this job's row of the plan (the line after the header whose ID is ours)
-field() {
-    awk -F '\t' -v id="$job_id" -v k=1 -v n="$1" \
-        'NR > 1 && $k == id { print $n; exit }' "$plan_file"
-}
-if [ -z "$(field 1)" ]; then
-    echo "fairbig job: $job_id is not in the plan of commit $plan_commit" >&2
-    exit 2
-fi
-input_state=$(field 4)
-IFS=$list_sep read -r -a inputs <<<"$(field 5)"
-IFS=$list_sep read -r -a outputs <<<"$(field 6)"
-command=$(field 7)
-# "--" makes datalad quote the line into one word, as fairbig's wrapper takes it; a
-# container dataset's own call format splices it as words (see contract.CALL_FMT)
-command_args=(-- "$command")
-# Outputs are checked for what they are (no symlink on the way out of the clone)
-# before anything is deleted or written.
-jobstep outputs "$PWD" "${outputs[@]}"
 run_args=()
 for p in "${inputs[@]}"; do run_args+=(--input "$p"); done
 for p in "${outputs[@]}"; do run_args+=(--output "$p"); done
@@ -214,12 +214,12 @@ for p in "${outputs[@]}"; do run_args+=(--output "$p"); done
 # the job reads, the special remotes of the job's stores enabled (the output store's
 # too, for step push-content), then `git annex get` (fairbig.jobinstall): what
 # `datalad get` did, without its Python process and the remotes' helpers at init.
-begin get measured
-measure "$bindir/python" -m fairbig.jobstep install --store ria+file:///data/input-store --store ria+file:///data/output-store --store 'ria+file:///data/ukb store' \
+begin get recorded
+step_call install --store ria+file:///data/input-store --store ria+file:///data/output-store --store 'ria+file:///data/ukb store' \
     --annex-version 10.20261026 -- "${inputs[@]}" code/containers/images/pipeline.sif
 
 # -- 4. the pipeline, recorded -------------------------------------------------------
-begin run measured
+begin run recorded
 # A job owns its outputs whole: its branch's first commit holds no results, not even
 # those of an earlier run (input changed after a merge), so no stale file survives, the
 # run record's parent is the state the pipeline saw and `datalad rerun` of the job
@@ -229,7 +229,7 @@ measure datalad containers-run -n "$container" --explicit \
     "${command_args[@]}"
 
 # -- 5. content first: the branch must never arrive without its content --------------
-begin push-content measured
+begin push-content recorded
 measure git annex copy --to "$storage" -- "${outputs[@]}"
 missing=$(git annex find --not --in "$storage" -- "${outputs[@]}")
 if [ -n "$missing" ]; then
@@ -238,13 +238,14 @@ if [ -n "$missing" ]; then
 fi
 
 # -- 6. then the branch, one pusher at a time ------------------------------------------
-# Only if no newer result is in the store: a stale attempt never replaces one.
-begin push-branch
+# Only if no newer result is in the store: a stale attempt never replaces one. Pushed
+# or superseded, it records the next step, cleanup, as running.
+begin push-branch recorded
 rc=0
-why=$(jobstep push --store "$output_url" --remote "$output_remote" --lock-file "$lock_file" \
-      --job-id "$job_id" --input-state "$input_state" --plan-commit "$plan_commit" \
-      --main "$main_branch" --timeout "$push_lock_timeout" \
-      --replace "${FAIRBIG_REPLACE:-}") || rc=$?
+why=$(step_call push --store "$output_url" --remote "$output_remote" \
+      --lock-file "$lock_file" --plan-commit "$plan_commit" --main "$main_branch" \
+      --timeout "$push_lock_timeout" --replace "${FAIRBIG_REPLACE:-}" \
+      --next-step cleanup) || rc=$?
 if [ "$rc" -eq 10 ]; then
     final=superseded
     detail=$why
@@ -253,4 +254,4 @@ elif [ "$rc" -ne 0 ]; then
     exit "$rc"
 fi
 
-begin cleanup
+begin cleanup recorded
