@@ -25,10 +25,13 @@ paths and commits, not how they were installed.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,14 +176,83 @@ def sparse_patterns(git_dir: Path, sha: str, entry: str) -> list[str] | None:
     return keep if is_link and others else None
 
 
-class Installer:
-    """Installs datasets below the clone ``top`` from the stores in ``stores``."""
+# Below a template these are immutable once written (git and git-annex write new files
+# and rename): a job's copy hard-links them, as `git clone --local` links git's objects
+LINKED = (".git/objects/", ".git/annex/objects/")
+COMPLETE = ".fairbig-template"  # written last into a template: it is whole
 
-    def __init__(self, top: Path, stores: Iterable[str], config_keys: bool) -> None:
+
+def copy_template(template: Path, ds: Path) -> None:
+    """Copy ``template`` to ``ds``: git's and git-annex's objects hard-linked (a copy
+    on another file system), every other file copied, as the job may change it."""
+    root = len(str(template)) + 1
+
+    def link_or_copy(src: str, dst: str) -> None:
+        if src[root:].startswith(LINKED):
+            try:
+                os.link(src, dst)
+                return
+            except OSError:  # another file system: a copy, as correct and only slower
+                pass
+        shutil.copy2(src, dst)
+
+    shutil.copytree(template, ds, symlinks=True, copy_function=link_or_copy,
+                    ignore=shutil.ignore_patterns(COMPLETE), dirs_exist_ok=True)
+
+
+class Installer:
+    """Installs datasets below the clone ``top`` from the stores in ``stores``.
+
+    ``shared``: paths every job of the analysis reads alike (the container image); the
+    dataset holding one is installed once per node into ``templates`` (a node-local
+    cache) with that content, and each job gets a copy of it whose git and annex
+    objects are hard links: no clone, annex init, special-remote helper or content
+    copy per job (a real image is gigabytes)."""
+
+    def __init__(self, top: Path, stores: Iterable[str], config_keys: bool,
+                 shared: Iterable[str] = (), templates: Path | None = None) -> None:
         self.top = top
         self.stores = {store_base(s) for s in stores}
         self.config_keys = config_keys
         self.fallbacks: list[str] = []
+        self.shared = {s.strip("/") for s in shared} if templates else set()
+        self.templates = templates
+        self.from_template: set[Path] = set()
+
+    def shared_below(self, ds: Path) -> list[str]:
+        """The shared paths inside dataset ``ds``, relative to it."""
+        rel = ds.relative_to(self.top).as_posix()
+        return [s[len(rel) + 1:] for s in self.shared if s.startswith(rel + "/")]
+
+    def template(self, ds: Path, entry: dict[str, str], sha: str,
+                 make: Callable[[Path], None]) -> bool:
+        """Make ``ds`` a copy of the node's template of this dataset at ``sha`` with its
+        shared content, building the template first (``make`` installs into a
+        directory) under a lock; False where no template applies."""
+        wanted = self.shared_below(ds)
+        dsid = entry.get("datalad-id", "")
+        if not wanted or not dsid or self.templates is None:
+            return False
+        base = self.templates / "datasets"
+        base.mkdir(parents=True, exist_ok=True)
+        done = base / f"{dsid}@{sha}"
+        if not (done / COMPLETE).exists():
+            fd = os.open(base / f"{dsid}@{sha}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not (done / COMPLETE).exists():
+                    shutil.rmtree(done, ignore_errors=True)
+                    building = base / f".{dsid}@{sha}.{os.getpid()}"
+                    shutil.rmtree(building, ignore_errors=True)
+                    make(building)
+                    annex(building, "get", "-q", "--", *wanted)
+                    (building / COMPLETE).write_text(f"{dsid} {sha}\n")
+                    os.rename(building, done)
+            finally:
+                os.close(fd)
+        copy_template(done, ds)
+        self.from_template.add(ds)
+        return True
 
     def source(self, parent: Path, entry: dict[str, str]) -> tuple[Path, str] | None:
         """The store repository to clone a subdataset from, and the candidate template
@@ -204,6 +276,19 @@ class Installer:
             return False
         repo, candidate = found
         ds = parent / rel
+
+        def make(target: Path) -> None:
+            self.clone(target, repo, candidate, sha, sparse)
+
+        if self.template(ds, entry, sha, make):
+            return True
+        make(ds)
+        return True
+
+    def clone(self, ds: Path, repo: Path, candidate: str, sha: str,
+              sparse: str | None) -> None:
+        """Clone ``repo`` into ``ds`` at ``sha`` (sparse to ``sparse``), annex-initialised
+        with the usable remotes enabled."""
         subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo), str(ds)], check=True)
         gd = ds / ".git"
         git(gd, "config", CANDIDATE_KEY, candidate)
@@ -220,7 +305,6 @@ class Installer:
             git(gd, "config", "remote.origin.annex-ignore", "true")
             annex(ds, "init", "-q", "--no-autoenable")
             enable_remotes(ds, self.stores, self.config_keys)
-        return True
 
     def dataset_of(self, path: str) -> tuple[Path, str]:
         """Install the datasets on the way to ``path``; the innermost one and ``path``
@@ -253,6 +337,10 @@ class Installer:
             ds, rest = self.dataset_of(path)
             wanted.setdefault(ds, []).append(rest or ".")
         for ds, rels in wanted.items():
+            if ds in self.from_template:  # its shared content came with the copy
+                rels = [r for r in rels if r not in self.shared_below(ds)]
+                if not rels:
+                    continue
             if annex(ds, "get", "-q", "--", *rels, check=False).returncode:
                 # content only a remote outside the job's stores has (the web, a datalad
                 # special remote): git-annex's own init enables the autoenable remotes
@@ -263,10 +351,13 @@ class Installer:
                 annex(ds, "get", "-q", "--", *rels)
 
 
-def install(top: Path, stores: list[str], pinned: str, paths: list[str]) -> list[str]:
-    """Enable the top dataset's remotes, install and get ``paths``; the datasets that
-    fell back to datalad."""
-    inst = Installer(top, stores, config_keys=bool(pinned) and annex_version() == pinned)
+def install(top: Path, stores: list[str], pinned: str, paths: list[str],
+            shared: Iterable[str] = (), templates: Path | None = None) -> list[str]:
+    """Enable the top dataset's remotes, install and get ``paths`` (those in ``shared``
+    from a node-local template in ``templates``); the datasets that fell back to
+    datalad."""
+    inst = Installer(top, stores, config_keys=bool(pinned) and annex_version() == pinned,
+                     shared=shared, templates=templates)
     enable_remotes(top, inst.stores, inst.config_keys)
     inst.get(paths)
     return inst.fallbacks

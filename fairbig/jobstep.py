@@ -330,7 +330,9 @@ def _install(args: argparse.Namespace) -> int:
     """``jobstep install``, run in the measured child (forked: no Python start of its
     own); the git layer and stores are imported there, counted in the step."""
     from .jobinstall import install
-    for ds in install(Path.cwd(), args.store, args.annex_version, args.paths):
+    templates = Path(args.templates) if args.templates else None
+    for ds in install(Path.cwd(), args.store, args.annex_version, args.paths,
+                      args.shared or (), templates):
         print(f"fairbig job: {ds} is in no store of the job's; installed by datalad",
               file=sys.stderr)
     return 0
@@ -377,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a store the job may install from and enable (repeatable)")
     i.add_argument("--annex-version", default="",
                    help="the pinned git-annex version whose init this may write for")
+    i.add_argument("--shared", action="append", help="a path every job reads alike (the "
+                   "container image): its dataset comes from a node-local template")
+    i.add_argument("--templates", help="the node-local directory of those templates")
     i.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(JobRecord)}

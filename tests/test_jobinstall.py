@@ -137,6 +137,38 @@ def test_enabled_remotes_have_the_cost_their_helper_reports(ukb_input, tmp_path)
 
 
 @pytest.mark.slow
+def test_a_shared_dataset_comes_from_the_node_template_its_objects_linked(ukb_input,
+                                                                         tmp_path):
+    """A dataset holding a path every job reads alike (the container image) is built
+    once per node with that content; each job's copy is at the recorded commit, has the
+    content, and its annex object is the template's file (a hard link), read-only."""
+    store, sub = ukb_input["store"], ukb_input["ids"][0]
+    templates = tmp_path / "cache"
+    tops = []
+    for name in ("one", "two"):
+        top = tmp_path / name
+        git(tmp_path, "clone", "-q", str(store_repo(ukb_input["url"], "")), str(top))
+        git(top, "annex", "init", "-q", "--no-autoenable")
+        git(top, "config", CANDIDATE_KEY, f"{store}#{{id}}")
+        shared = f"{sub}/20252_2_0.zip"  # one of the generator's records
+        assert install(top, [store], annex_version(), [shared], [shared], templates) == []
+        tops.append(top)
+    [template] = [d for d in (templates / "datasets").glob("*@*") if d.is_dir()]
+    recorded = git(tops[0], "ls-tree", "HEAD", sub).split()[2]
+    assert template.name.endswith(f"@{recorded}")
+    inodes = set()
+    for top in tops:
+        assert git(top / sub, "rev-parse", "HEAD") == recorded
+        assert git(top / sub, "annex", "find", "--in", "here") == shared[len(sub) + 1:]
+        obj = (top / shared).resolve()
+        inodes.add((obj.stat().st_ino, obj.stat().st_nlink))
+        assert obj.is_relative_to(top / sub / ".git" / "annex" / "objects")
+    in_template = (template / shared[len(sub) + 1:]).resolve()
+    assert inodes == {(in_template.stat().st_ino, 3)}
+    assert in_template.stat().st_mode & 0o222 == 0
+
+
+@pytest.mark.slow
 def test_a_store_not_the_jobs_is_not_used(ukb_input, tmp_path):
     """The subject's store is not among the job's: no remote of it is enabled in the top
     dataset and the subject is not cloned from it by git; datalad installs it (the

@@ -123,7 +123,9 @@ cleanup() {
     if [ -n "$workdir" ] && [ -d "$workdir" ]; then
         cd /
         GNUPGHOME="$workdir/gnupg" gpgconf --kill all >/dev/null 2>&1 || true
-        chmod -R u+w "$workdir" 2>/dev/null || true
+        # directories only: rm needs them writable, and a file may be a hard link into
+        # the node's template of the container dataset, whose modes stay as they are
+        find "$workdir" -type d ! -perm -u+w -exec chmod u+w {} + 2>/dev/null || true
         rm -rf "$workdir"
     fi
     if [ "$rc" -eq 0 ]; then
@@ -213,10 +215,13 @@ for p in "${outputs[@]}"; do run_args+=(--output "$p"); done
 # The datasets on their way installed with git at the commits recorded, sparse to what
 # the job reads, the special remotes of the job's stores enabled (the output store's
 # too, for step push-content), then `git annex get` (fairbig.jobinstall): what
-# `datalad get` did, without its Python process and the remotes' helpers at init.
+# `datalad get` did, without its Python process and the remotes' helpers at init. The
+# container dataset, alike for every job, is installed with its image once per node
+# into FAIRBIG_CONTAINER_CACHE; a job copies it with the objects hard-linked.
 begin get recorded
 step_call install --store ria+file:///data/input-store --store ria+file:///data/output-store --store 'ria+file:///data/ukb store' \
-    --annex-version 10.20261026 -- "${inputs[@]}" code/containers/images/pipeline.sif
+    --annex-version 10.20261026 --shared code/containers/images/pipeline.sif \
+    --templates "$FAIRBIG_CONTAINER_CACHE" -- "${inputs[@]}" code/containers/images/pipeline.sif
 
 # -- 4. the pipeline, recorded -------------------------------------------------------
 begin run recorded
