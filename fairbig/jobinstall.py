@@ -218,6 +218,7 @@ class Installer:
         self.shared = {s.strip("/") for s in shared} if templates else set()
         self.templates = templates
         self.from_template: set[Path] = set()
+        self.uninitialised: set[Path] = set()
 
     def shared_below(self, ds: Path) -> list[str]:
         """The shared paths inside dataset ``ds``, relative to it."""
@@ -279,16 +280,30 @@ class Installer:
 
         def make(target: Path) -> None:
             self.clone(target, repo, candidate, sha, sparse)
+            self.annex_init(target)
 
         if self.template(ds, entry, sha, make):
             return True
-        make(ds)
+        self.clone(ds, repo, candidate, sha, sparse)
+        self.uninitialised.add(ds)  # until content is wanted from it (get)
         return True
+
+    def annex_init(self, ds: Path) -> None:
+        """``git annex init`` of a clone whose origin has an annex, its usable remotes
+        enabled. Only where content is got: a dataset the job passes through (the input
+        dataset of the subjects) stays a git clone, as git-annex's init in it costs
+        about 20 git processes."""
+        self.uninitialised.discard(ds)
+        gd = ds / ".git"
+        if git(gd, "rev-parse", "-q", "--verify", "refs/remotes/origin/git-annex",
+               check=False).returncode == 0:
+            git(gd, "config", "remote.origin.annex-ignore", "true")
+            annex(ds, "init", "-q", "--no-autoenable")
+            enable_remotes(ds, self.stores, self.config_keys)
 
     def clone(self, ds: Path, repo: Path, candidate: str, sha: str,
               sparse: str | None) -> None:
-        """Clone ``repo`` into ``ds`` at ``sha`` (sparse to ``sparse``), annex-initialised
-        with the usable remotes enabled."""
+        """Clone ``repo`` into ``ds`` at ``sha``, sparse to ``sparse``."""
         subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo), str(ds)], check=True)
         gd = ds / ".git"
         git(gd, "config", CANDIDATE_KEY, candidate)
@@ -300,11 +315,6 @@ class Installer:
         # datalad leaves the branch checked out when it is at the recorded commit
         target = ["-f"] if head == sha else ["--detach", sha]
         subprocess.run(["git", "checkout", "-q", *target], cwd=ds, check=True)
-        if git(gd, "rev-parse", "-q", "--verify", "refs/remotes/origin/git-annex",
-               check=False).returncode == 0:
-            git(gd, "config", "remote.origin.annex-ignore", "true")
-            annex(ds, "init", "-q", "--no-autoenable")
-            enable_remotes(ds, self.stores, self.config_keys)
 
     def dataset_of(self, path: str) -> tuple[Path, str]:
         """Install the datasets on the way to ``path``; the innermost one and ``path``
@@ -337,6 +347,8 @@ class Installer:
             ds, rest = self.dataset_of(path)
             wanted.setdefault(ds, []).append(rest or ".")
         for ds, rels in wanted.items():
+            if ds in self.uninitialised:
+                self.annex_init(ds)
             if ds in self.from_template:  # its shared content came with the copy
                 rels = [r for r in rels if r not in self.shared_below(ds)]
                 if not rels:
