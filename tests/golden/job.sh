@@ -73,10 +73,11 @@ backend_id=$(printf '%s' "$backend_id" | tr -cd 'A-Za-z0-9._-')
 host=$(hostname 2>/dev/null | tr -cd 'A-Za-z0-9._-')
 # Each attempt starts with a marker, so status shows this attempt's lines, never an
 # older attempt's tail (fairbig/explain.py reads it).
-printf '=== attempt %s %s %s ===\n' "$run_id" "$backend_id" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# (times by bash's own printf, in UTC: no date process per log line)
+TZ=UTC0 printf '=== attempt %s %s %(%Y-%m-%dT%H:%M:%SZ)T ===\n' "$run_id" "$backend_id" -1
 # the submit's token of this attempt: status matches this record to its claim
 attempt=$(printf '%s' "${FAIRBIG_ATTEMPT:-}" | tr -cd 'A-Za-z0-9._-')
-started=$(date +%s)
+printf -v started '%(%s)T' -1
 step=start
 workdir=
 input_state=
@@ -88,7 +89,7 @@ export FAIRBIG_USAGE_FILE="$state_dir/$job_id.usage" FAIRBIG_PYTHON="$bindir/pyt
 mkdir -p "$state_dir"
 : >"$FAIRBIG_USAGE_FILE"
 
-log() { printf '%s fairbig[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job_id" "$*"; }
+log() { TZ=UTC0 printf '%(%Y-%m-%dT%H:%M:%SZ)T fairbig[%s] %s\n' -1 "$job_id" "$*"; }
 
 # A small JSON record per job that `fairbig status` reads, written by Python with
 # the one schema of fairbig.jobstate.JobRecord (temp file + rename: never half).
@@ -131,7 +132,8 @@ cleanup() {
     if [ "$rc" -eq 0 ]; then
         step=finished
         state "$final" 0
-        log "$final in $(($(date +%s) - started)) s"
+        printf -v now '%(%s)T' -1
+        log "$final in $((now - started)) s"
     elif [ -e "$state_dir/$job_id$cancel_mark" ]; then
         state cancelled "$rc"
         log "cancelled during step $step"
