@@ -99,12 +99,18 @@ def test_records_cache_of_another_format_is_rebuilt(tmp_path):
     assert read_records(tmp_path)["1"].step == "run"
 
 
-def test_output_through_a_symlink_is_refused(tmp_path):
+def escaping(tmp_path):
+    """A host directory and a dataset whose code/escape is a symlink to it."""
     host = tmp_path / "host"
     (host / "x").mkdir(parents=True)
     ds = tmp_path / "ds"
     (ds / "code").mkdir(parents=True)
     (ds / "code" / "escape").symlink_to(host)
+    return host, ds
+
+
+def test_output_through_a_symlink_is_refused(tmp_path):
+    host, ds = escaping(tmp_path)
     (ds / "results" / "1").mkdir(parents=True)
     (ds / "results" / "inner").symlink_to("1")
     problem = output_problem(ds, "code/escape/x")
@@ -131,11 +137,7 @@ def test_checkout_records_the_step_checks_out_the_base_and_refuses_a_symlinked_o
     without results/ (checked out), then the outputs checked there; a committed
     symlink on an output's way is refused (exit 2, one line) before anything is
     deleted."""
-    host = tmp_path / "host"
-    (host / "x").mkdir(parents=True)
-    ds = tmp_path / "ds"
-    (ds / "code").mkdir(parents=True)
-    (ds / "code" / "escape").symlink_to(host)
+    host, ds = escaping(tmp_path)
     (ds / "results" / "0").mkdir(parents=True)
     (ds / "results" / "0" / "old").write_text("merged\n")
     git(tmp_path, "init", "-q", "ds")
