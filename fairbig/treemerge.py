@@ -187,7 +187,7 @@ def without_path(git_dir: Path, tree: str, path: str) -> str:
     """``tree`` without ``path`` (folders it leaves empty dropped too).
 
     The first commit of a job's branch has the plan commit's tree without the
-    results folder (templates/job.sh.j2, ``jobstep base``), and a merge
+    results folder (templates/job.sh.j2, ``jobstep checkout``), and a merge
     recognises such branches by computing the same tree. One ``ls-tree`` and
     one ``mktree`` per level of ``path``: the big results tree itself is
     never read, only dropped from its parent.
