@@ -3,11 +3,13 @@ job's stores, only their stores' remotes enabled, as git-annex's own init would.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from fairbig.commands.cleanup import remove_tree
 from fairbig.jobinstall import (
     CANDIDATE_KEY,
     Installer,
@@ -199,3 +201,20 @@ def test_path_into_the_second_of_sibling_subdatasets_finds_that_one(tmp_path):
     assert inst.dataset_of("inputs/fmriprep/sub-01/anat") == (top / "inputs" / "fmriprep",
                                                               "sub-01/anat")
     assert inst.dataset_of("inputs/data/sub-01") == (top / "inputs" / "data", "sub-01")
+
+
+def test_removing_a_clone_keeps_the_modes_of_what_it_links(tmp_path):
+    """`fairbig cleanup` of a killed job's clone: its read-only object directories go,
+    and a hard link into the node's template leaves the template's file read-only."""
+    template = tmp_path / "template" / "KEY"
+    template.parent.mkdir()
+    template.write_text("image\n")
+    template.chmod(0o444)
+    clone = tmp_path / "clone"
+    obj = clone / "objects" / "xx"
+    obj.mkdir(parents=True)
+    os.link(template, obj / "KEY")
+    obj.chmod(0o555)
+    remove_tree(str(clone))
+    assert not clone.exists()
+    assert template.stat().st_mode & 0o777 == 0o444

@@ -33,5 +33,9 @@ def leftovers(a: Analysis) -> list[tuple[str, str]]:
 
 
 def remove_tree(path: str) -> None:
-    run(["chmod", "-R", "u+w", path], check=False)
+    """Remove a job's clone. Only its directories are made writable (removing needs
+    that): a file may be a hard link into the node's template of the container dataset
+    (fairbig.jobinstall), whose modes stay as they are, as the job body's cleanup does."""
+    run(["find", path, "-type", "d", "!", "-perm", "-u+w", "-exec", "chmod", "u+w", "{}",
+         "+"], check=False)
     shutil.rmtree(path, ignore_errors=True)
