@@ -225,6 +225,74 @@ def test_merge_brings_every_result_into_main(run, ukb_input, tmp_path):
     assert again["merged"] == []
 
 
+def _worktree_results(ana: Path) -> list[str]:
+    return sorted(str(f.relative_to(ana)) for f in (ana / "results").rglob("*")
+                  if not f.is_dir()) if (ana / "results").exists() else []
+
+
+def test_analysis_dataset_has_results_in_head_not_in_working_tree(run, ukb_input):
+    """After a merge the analysis dataset's HEAD lists every result, its working tree
+    none; a ``datalad save`` without paths (DataLad counts them as deleted) is refused
+    by the guard instead of committing the deletion of every result."""
+    ana = run["ana"]
+    fairbig("merge", cwd=ana)
+    head = git(ana / ".git", "ls-tree", "-r", "--name-only", "HEAD", "--", "results")
+    assert {n.split("/")[1] for n in head.split()} == set(ukb_input["ids"])
+    assert _worktree_results(ana) == []
+    before = git(ana / ".git", "rev-parse", "HEAD")
+    (ana / "code" / "note.txt").write_text("a note\n")
+    saved = subprocess.run([str(BIN / "datalad"), "save", "-m", "note"], cwd=ana,
+                           capture_output=True, text=True)
+    assert saved.returncode != 0
+    assert "fairbig: this commit would delete results/, which is not checked out in the " \
+        "analysis dataset (run 'git reset -q', then save named paths: datalad save PATH)" \
+        in saved.stdout + saved.stderr
+    assert git(ana / ".git", "rev-parse", "HEAD") == before
+    subprocess.run(["git", "reset", "-q"], cwd=ana, check=True)
+    subprocess.run([str(BIN / "datalad"), "save", "-m", "note", "code/note.txt"], cwd=ana,
+                   check=True, capture_output=True)
+    assert git(ana / ".git", "ls-tree", "-r", "--name-only", "HEAD", "--", "results") == head
+    assert _worktree_results(ana) == []
+
+
+def test_analysis_with_results_checked_out_is_converted_by_next_merge(run, ukb_input):
+    """An analysis made before results were left out (working tree holds every result
+    link, one with its content here) is converted by the next merge: refused in one
+    line while a file under results/ is not committed, then converted with the
+    content kept in .git/annex and HEAD unchanged."""
+    ana = run["ana"]
+    subprocess.run(["git", "sparse-checkout", "disable"], cwd=ana, check=True)
+    hook = ana / ".git" / "hooks" / "pre-commit"
+    hook.write_text(hook.read_text().split("# fairbig:")[0])  # as init left it before
+    links = _worktree_results(ana)
+    assert len(links) == len(git(ana / ".git", "ls-tree", "-r", "--name-only", "HEAD",
+                                 "--", "results").split()) > 0
+    job = ukb_input["ids"][0]
+    key = subprocess.run(["git", "annex", "lookupkey", f"results/{job}/summary.json"],
+                         cwd=ana, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "annex", "get", "--key", key], cwd=ana, check=True,
+                   capture_output=True)
+    content = subprocess.run(["git", "annex", "contentlocation", key], cwd=ana,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    head = git(ana / ".git", "rev-parse", "HEAD")
+    stray = ana / "results" / job / "notes.txt"
+    stray.write_text("mine\n")
+    refused = fairbig("merge", cwd=ana, check=False)
+    assert refused.returncode != 0
+    assert (f"1 uncommitted change(s) under results/ in the analysis dataset {ana}, first: "
+            f"results/{job}/notes.txt") in refused.stderr
+    assert stray.read_text() == "mine\n" and _worktree_results(ana) == sorted(
+        [*links, f"results/{job}/notes.txt"])
+    stray.unlink()
+    fairbig("merge", cwd=ana)
+    assert _worktree_results(ana) == []
+    assert git(ana / ".git", "rev-parse", "HEAD") == head
+    assert (ana / content).read_bytes()  # the content stayed in .git/annex
+    assert "# fairbig: the results folder is not checked out here" in hook.read_text()
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=ana, capture_output=True,
+                          text=True, check=True).stdout == ""
+
+
 def datalad_rerun_in_fresh_clone(ana: Path, commit: str, outputs: str, tmp: Path) -> None:
     """A plain ``datalad rerun COMMIT`` in a fresh clone of the output store (on top of its
     main) regenerates every output bit-identically: the job's commits alone reproduce it."""

@@ -21,6 +21,7 @@ from ..images import ImageKind, image_kind
 from ..proc import run
 from ..resources import container_wrapper, oci_unpacker
 from ..stores import RiaStore, Rollback, add_encrypted_storage, parse_store
+from ..sync import leave_out_results
 
 CONTAINERS_DIR = "containers"
 # what the container dataset carries besides its images (in git, beside each other:
@@ -217,6 +218,7 @@ def _build(target: Path, opts: InitOptions, image: Path, kind: ImageKind | None,
         step(f"adding the container '{name}' ({kind.name})")
         _add_container(target, image, kind, name)
     dl.call(dapi.save, dataset=str(target), message="fairbig: set up analysis dataset")
+    leave_out_results(target, results)  # merges fast-forward it without writing results
     return dataset_id_of(target)
 
 
