@@ -448,7 +448,8 @@ def test_output_through_a_committed_symlink_is_refused_before_deleting(run, ukb_
             row[col] = "code/escape/x"
     plan.write_text("".join("\t".join(r) + "\n" for r in rows))
     dl = str(BIN / "datalad")
-    subprocess.run([dl, "save", "-m", "hostile plan"], cwd=ana, check=True, capture_output=True)
+    subprocess.run([dl, "save", "-m", "hostile plan", str(plan), "code/escape"], cwd=ana,
+                   check=True, capture_output=True)
     try:
         script = json.loads(fairbig("script", "--json", cwd=ana).stdout)["script"]
         proc = subprocess.run(["bash", script, victim], stdin=subprocess.DEVNULL)
@@ -462,8 +463,8 @@ def test_output_through_a_committed_symlink_is_refused_before_deleting(run, ukb_
     finally:
         (ana / "code" / "escape").unlink()
         plan.write_text(honest)
-        subprocess.run([dl, "save", "-m", "honest plan again"], cwd=ana, check=True,
-                       capture_output=True)
+        subprocess.run([dl, "save", "-m", "honest plan again", str(plan), "code/escape"],
+                       cwd=ana, check=True, capture_output=True)
     assert {j["job_id"]: j["state"] for j in status(ana)["jobs"]}[victim] == "merged"
     rerun = json.loads(fairbig("rerun", victim, "--json", cwd=ana).stdout)["jobs"][0]
     assert rerun["ok"], rerun  # IDENTICAL
