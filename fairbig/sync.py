@@ -46,13 +46,6 @@ fi
 """
 
 
-def sparse_patterns(results: str) -> list[str]:
-    """Non-cone sparse-checkout patterns: everything but ``<results>/``. Non-cone, as
-    cone mode cannot leave out one folder without listing every other one (a folder
-    the user adds later would vanish from the working tree)."""
-    return ["/*", f"!/{results}/"]
-
-
 def leave_out_results(root: Path, results: str) -> bool:
     """Take ``<results>/`` out of the analysis dataset's working tree; False if the
     sparse checkout was on already (the user's own patterns, e.g. a job folder added
@@ -63,6 +56,9 @@ def leave_out_results(root: Path, results: str) -> bool:
     nothing a user has there is lost. DataLad counts a file that is not checked out as
     deleted: a ``datalad save`` without paths would commit the deletion of every result,
     so a pre-commit hook refuses commits that delete anything under ``<results>/``.
+    Non-cone patterns (everything but ``<results>/``): cone mode cannot leave out one
+    folder without listing every other one, and a folder a user adds later would be
+    outside it (``git add`` refuses such paths).
     """
     on = run(["git", "config", "--bool", "core.sparseCheckout"], cwd=root,
              check=False).stdout.strip()
@@ -76,7 +72,7 @@ def leave_out_results(root: Path, results: str) -> bool:
             f"{root}, first: {dirty[0][3:]}",
             f"save or remove them, then run again: fairbig no longer checks out {results}/ "
             "here (the merged results stay in the output store)")
-    run(["git", "sparse-checkout", "set", "--no-cone", *sparse_patterns(results)], cwd=root)
+    run(["git", "sparse-checkout", "set", "--no-cone", "/*", f"!/{results}/"], cwd=root)
     _guard_results(root, results)
     return True
 

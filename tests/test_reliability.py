@@ -81,7 +81,7 @@ def states(ana: Path) -> dict[str, str]:
 
 def save_config(ana: Path, updates: dict) -> None:
     cfgmod.update_file(ana / "fairbig.yaml", updates)
-    sh(BIN / "datalad", "save", "-m", "test: configure", cwd=ana)
+    sh(BIN / "datalad", "save", "-m", "test: configure", "fairbig.yaml", cwd=ana)
 
 
 def head(ana: Path) -> str:
