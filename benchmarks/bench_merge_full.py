@@ -9,8 +9,9 @@ as a user runs it twice: the first merge of all N branches (target ≤ 20 s
 at 42,767), then, with main holding them, a merge of ``--new`` more branches
 whose objects arrive loose, as small job pushes leave them (target ≤ 3 s for
 1,000). ``--baseline-venv`` runs both merges first with another fairbig
-(e.g. main's) on a snapshot of the same analysis and store, restored before
-this tree's run, and reports each figure as a ratio to it; ``--layout`` and
+(e.g. main's) on a snapshot of the same analysis and store (its results
+checked out, as before init left them out), restored before this tree's
+run, and reports each figure as a ratio to it; ``--layout`` and
 ``--baseline-layout`` choose the job branches' layout of each run (``job``:
 the branch starts from the plan commit without ``results/``, as the job script
 makes it; ``old``: every result merged before rides along in each branch). Separately: the
@@ -171,6 +172,9 @@ def main() -> int:
             snap = base / "snapshot"
             for d in (ana, base / "out"):
                 shutil.copytree(d, snap / d.name, symlinks=True)
+            # as an analysis that checks its results out (before this tree's init left
+            # them out) is: the baseline pays for writing them where it does
+            sh("git", "sparse-checkout", "disable", cwd=ana)
             result["baseline"] = merge_twice(args.baseline_venv / "bin" / "fairbig", ana,
                                              store, target, args.jobs, args.new,
                                              args.baseline_layout)
