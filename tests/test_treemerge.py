@@ -440,3 +440,30 @@ def test_without_path_drops_the_folders_it_empties(repo: Repo) -> None:
     kept = repo.git("ls-tree", "-r", "--name-only", tm.without_path(repo.git_dir, tree, "e/r"))
     assert kept.split() == ["README", "code/run.sh", "d/keep", "d/r/x", "results/.keep"]
     assert tm.without_path(repo.git_dir, tree, "nowhere/r") == tree
+
+
+def test_repack_packs_what_the_merge_brought_and_nothing_else(repo: Repo) -> None:
+    """After a merge, the objects new main reaches and old main does not (job commits,
+    their files, the merge's trees) leave the loose store for one new pack; a loose
+    object of a branch not merged stays loose (the geometric roll-up packs it later)."""
+    from fairbig.commands.merge import loose_objects, repack
+
+    old = repo.git("rev-parse", "main")
+    jobs = [repo.job(j, old, {f"results/{j}/out.txt": f"{j}\n"}) for j in ("a", "b")]
+    unmerged = repo.job("c", old, {"results/c/out.txt": "not merged\n"})
+    _, new = merge(repo, jobs)
+    repo.git("update-ref", "refs/heads/main", new, old)
+    loose_before = loose_objects(repo.git_dir)
+    brought = repo.git("rev-list", "--objects", new, "--not", old).split("\n")
+    packs = set((repo.git_dir / "objects" / "pack").glob("*.pack"))
+    repack(repo.git_dir, (old, new))
+    new_packs = set((repo.git_dir / "objects" / "pack").glob("*.pack")) - packs
+    assert len(new_packs) == 1
+    packed = repo.git("verify-pack", "-v", str(new_packs.pop().with_suffix(".idx")))
+    in_pack = {line.split()[0] for line in packed.splitlines() if len(line.split()[0]) == 40}
+    assert in_pack == {line.split()[0] for line in brought}
+    assert loose_objects(repo.git_dir) == loose_before - len(in_pack)
+    only_c = repo.git("rev-list", "--objects", unmerged.tip, "--not", new).split("\n")
+    assert only_c and all((repo.git_dir / "objects" / o[:2] / o[2:40]).is_file()
+                          for o in only_c)
+    assert repo.git("fsck", "--no-progress", "--no-dangling") == ""
