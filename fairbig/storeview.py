@@ -24,18 +24,17 @@ class Finished:
         return out
 
 
-def read_finished(store_git: Path, branch: str) -> Finished:
+def read_finished(store_git: Path, branch: str,
+                  merged_rows: dict[str, tuple[str, str]] | None = None) -> Finished:
+    """``merged_rows``: :func:`read_merged_rows` of ``branch`` if the caller has them."""
     branches: dict[str, tuple[str, str]] = {}
     for ref, sha, subject in for_each_ref(store_git, ("refname", "objectname", "contents:subject"),
                                           JOB_REF_PREFIX + "*"):
         m = JOB_MESSAGE_RE.search(subject)
         jid = ref[len(JOB_REF_PREFIX):]
         branches[jid] = (sha, m.group(2) if m and m.group(1) == jid else "")
-    return Finished(branches, read_merged(store_git, branch))
-
-
-def read_merged(store_git: Path, branch: str) -> dict[str, str]:
-    return {j: state for j, (state, _) in read_merged_rows(store_git, branch).items()}
+    rows = read_merged_rows(store_git, branch) if merged_rows is None else merged_rows
+    return Finished(branches, {j: state for j, (state, _) in rows.items()})
 
 
 def read_merged_rows(store_git: Path, branch: str) -> dict[str, tuple[str, str]]:
