@@ -4,9 +4,9 @@ The tree is built with git plumbing (see :mod:`fairbig.treemerge`), checked
 for conflicts and for annexed content actually being in the encrypted
 storage *before* main moves; main then moves with one compare-and-swap
 ``update-ref``, the only step that publishes anything. Everything after it
-(availability records, fast-forwarding the analysis dataset, deleting
-merged branches, repacking) is idempotent and redone by the next run if a
-merge is interrupted.
+(deleting merged branches, repacking, availability records, fast-forwarding
+the analysis dataset) is idempotent and redone by the next run if a merge is
+interrupted.
 """
 
 from __future__ import annotations
