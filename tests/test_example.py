@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from fairbig.jobinstall import COMPLETE
+
 from .conftest import REPO, fairbig
 
 RUN = REPO / "examples" / "ukb-mini" / "run"
@@ -96,8 +98,12 @@ def test_example_on_a_cold_machine(tmp_path: Path):
     if home.is_symlink():
         home.unlink()
     cache = Path(env["TMPDIR"]) / f"fairbig-containers-{os.getuid()}"
-    images = [p.name for p in cache.iterdir() if not p.name.startswith((".lock.", ".count."))]
+    images = [p.name for p in cache.iterdir() if not p.name.startswith((".lock.", ".count."))
+              and p.name != "datasets"]
     assert len(images) == 1 and not images[0].startswith("."), images  # no leftovers
+    # the node's one template of the container dataset, whole, no half-built one beside it
+    templates = [p for p in (cache / "datasets").iterdir() if not p.name.endswith(".lock")]
+    assert len(templates) == 1 and (templates[0] / COMPLETE).is_file(), templates
 
 
 @pytest.mark.slow
