@@ -25,7 +25,6 @@ paths and commits, not how they were installed.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gitcmd import GITLINK, git, ls_tree
-from .stores import RiaStore, local_root
+from .stores import RiaStore, local_root, waiting_for
 
 CANDIDATE_KEY = "datalad.get.subdataset-source-candidate-200origin"
 ORA = "ora"
@@ -238,9 +237,7 @@ class Installer:
         base.mkdir(parents=True, exist_ok=True)
         done = base / f"{dsid}@{sha}"
         if not (done / COMPLETE).exists():
-            fd = os.open(base / f"{dsid}@{sha}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            with waiting_for(base / f"{dsid}@{sha}.lock"):
                 if not (done / COMPLETE).exists():
                     shutil.rmtree(done, ignore_errors=True)
                     building = base / f".{dsid}@{sha}.{os.getpid()}"
@@ -249,8 +246,6 @@ class Installer:
                     annex(building, "get", "-q", "--", *wanted)
                     (building / COMPLETE).write_text(f"{dsid} {sha}\n")
                     os.rename(building, done)
-            finally:
-                os.close(fd)
         copy_template(done, ds)
         self.from_template.add(ds)
         return True
