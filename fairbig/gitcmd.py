@@ -300,3 +300,70 @@ def for_each_ref(git_dir: Path | str, fields: Sequence[str],
     out = git(git_dir, "for-each-ref", f"--format={fmt}", *args, text=False).stdout
     return list(parse_for_each_ref(out, len(fields)))
 
+
+# ---------------------------------------------------------------- deleting many refs
+
+
+PACKED_REFS_HEADER = b"# pack-refs with:"
+
+
+def delete_refs(git_dir: Path | str, refs: Mapping[str, str]) -> None:
+    """Delete ``refs`` (name -> the sha each must still point at) of a bare repository.
+
+    ``update-ref --stdin`` takes a lock file per ref, all held to the end of its
+    transaction: 1,000 new files, 0.6 s on this machine's ext4 (a metadata operation
+    each on a cluster file system too), where the rest of a merge of 1,000 jobs takes
+    2 s. So the refs are packed (``pack-refs --all``, which writes one file) and dropped
+    from ``packed-refs`` in one rewrite, under git's own lock on that file
+    (``packed-refs.lock``, taken exclusively, renamed over it): what git does when it
+    deletes packed refs, less the lock per ref. The caller holds the lock that every
+    writer of these refs takes (fairbig's push lock). A ref that is not as expected, or
+    that is loose again, is left to ``update-ref`` (which refuses a changed one), and so
+    is everything if the file is not the format this reads.
+    """
+    if not refs:
+        return
+    git(git_dir, "pack-refs", "--all")
+    packed = Path(git_dir) / "packed-refs"
+    lock = packed.with_name("packed-refs.lock")
+    left = dict(refs)
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        fd = -1
+    if fd >= 0:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(_without(packed.read_bytes(), left, Path(git_dir)))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(lock, packed)
+        except BaseException:
+            lock.unlink(missing_ok=True)
+            raise
+    if left:
+        git(git_dir, "update-ref", "--stdin",
+            input="".join(f"delete {ref} {sha}\n" for ref, sha in left.items()))
+
+
+def _without(text: bytes, refs: dict[str, str], git_dir: Path) -> bytes:
+    """``packed-refs`` without the ``refs`` it holds at the expected sha and that have no
+    loose file (which would be the ref's real value) and no reflog (which ``update-ref``
+    deletes with the ref); those are taken out of ``refs``.
+    Unchanged if the header is not git's: then ``refs`` is left whole."""
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[0].startswith(PACKED_REFS_HEADER):
+        return text
+    kept, dropped = [], False
+    for line in lines:
+        if line.startswith(b"^") and dropped:
+            continue  # the peeled value of a dropped (tag) ref
+        sha, _, name = line.rstrip(b"\n").partition(b" ")
+        ref = path_of(name)
+        dropped = (not line.startswith((b"#", b"^")) and refs.get(ref) == sha.decode()
+                   and not (git_dir / ref).exists() and not (git_dir / "logs" / ref).exists())
+        if dropped:
+            del refs[ref]
+        else:
+            kept.append(line)
+    return b"".join(kept)

@@ -3,6 +3,7 @@ the annex-key parse, and the runners against a real repository with awkward path
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -218,3 +219,65 @@ def test_stream_does_not_deadlock_on_large_input_and_output(awkward: Path):
     (blob,) = gitcmd.ls_tree(awkward, "HEAD", "a b.txt")
     objects = list(gitcmd.cat_file(awkward, [blob.sha] * 5_000))  # 200 kB in, 450 kB out
     assert len(objects) == 5_000 and objects[-1].data == b"a b.txt"
+
+
+@pytest.fixture
+def refs_repo(tmp_path: Path) -> Path:
+    """A bare repository: main, an annotated tag and job branches, some packed, some
+    loose (as a merge finds them: earlier ones packed, new pushes loose)."""
+    bare = tmp_path / "store.git"
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": os.environ["PATH"]}
+
+    def g(*args: str) -> str:
+        return subprocess.run(["git", f"--git-dir={bare}", *args], capture_output=True,
+                              text=True, check=True, env=env).stdout.strip()
+
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    tree = g("mktree", "--missing")  # empty tree
+    commits = [g("commit-tree", tree, "-m", str(i)) for i in range(6)]
+    g("update-ref", "refs/heads/main", commits[0])
+    g("tag", "-a", "-m", "v", "v1", commits[0])
+    for i in (1, 2, 3):
+        g("update-ref", f"refs/heads/job-{i}", commits[i])
+    g("pack-refs", "--all")
+    for i in (4, 5):
+        g("update-ref", f"refs/heads/job-{i}", commits[i])
+    return bare
+
+
+def show_refs(bare: Path) -> str:
+    return subprocess.run(["git", f"--git-dir={bare}", "for-each-ref",
+                           "--format=%(refname) %(objectname) %(*objectname)"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_delete_refs_drops_packed_and_loose_refs_in_one_rewrite(refs_repo: Path):
+    """Two packed and one loose job branch go; main, the tag with its peeled value and the
+    other branches stay as they were; no lock is left and git reads the file."""
+    before = show_refs(refs_repo).splitlines()
+    sha = {line.split()[0]: line.split()[1] for line in before}
+    gone = ["refs/heads/job-1", "refs/heads/job-3", "refs/heads/job-5"]
+    gitcmd.delete_refs(refs_repo, {r: sha[r] for r in gone})
+    assert show_refs(refs_repo).splitlines() == [
+        line for line in before if line.split()[0] not in gone]
+    assert not (refs_repo / "packed-refs.lock").exists()
+    assert not (refs_repo / "refs" / "heads" / "job-5").exists()
+    packed = (refs_repo / "packed-refs").read_text().splitlines()
+    assert packed[0].startswith("# pack-refs with:")
+    assert packed[packed.index(f"{sha['refs/tags/v1']} refs/tags/v1") + 1] == \
+        f"^{sha['refs/heads/main']}"  # the tag's peeled value stays with it
+    subprocess.run(["git", f"--git-dir={refs_repo}", "fsck", "--no-progress"], check=True,
+                   capture_output=True)
+
+
+def test_delete_refs_refuses_a_ref_that_moved(refs_repo: Path):
+    """A branch that is not at the sha the caller merged is not deleted: update-ref
+    refuses (the caller's merged tip is stale), and the others are gone."""
+    sha = {line.split()[0]: line.split()[1] for line in show_refs(refs_repo).splitlines()}
+    with pytest.raises(gitcmd.GitError, match="job-2"):
+        gitcmd.delete_refs(refs_repo, {"refs/heads/job-1": sha["refs/heads/job-1"],
+                                       "refs/heads/job-2": sha["refs/heads/job-3"]})
+    left = show_refs(refs_repo)
+    assert f"refs/heads/job-2 {sha['refs/heads/job-2']}" in left
+    assert "refs/heads/job-1 " not in left

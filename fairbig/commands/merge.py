@@ -22,7 +22,7 @@ from ..annexkeys import keys_of, missing_in
 from ..contract import JOB_REF_PREFIX, OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
-from ..gitcmd import GitError, for_each_ref, git
+from ..gitcmd import GitError, delete_refs, for_each_ref, git
 from ..jobtable import Job
 from ..stores import exclusive, waiting_for
 from ..storeview import MERGED_FILE, read_finished, read_merged_rows
@@ -204,10 +204,7 @@ def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutc
     with waiting_for(a.output_store.lock_file):
         now = tm.list_refs(a.output_git, JOB_REF_PREFIX)
         gone = [b for b in done if now.get(b.ref) == b.tip]
-        if gone:
-            git(a.output_git, "update-ref", "--stdin",
-                input="".join(f"delete {b.ref} {b.tip}\n" for b in gone))
-    git(a.output_git, "pack-refs", "--all")
+        delete_refs(a.output_git, {b.ref: b.tip for b in gone})
     out.deleted_branches = len(gone)
     if loose_objects(a.output_git) > REPACK_LOOSE:
         ui.step("repacking the output store")
