@@ -13,8 +13,8 @@ keeps the git CLI plumbing and only makes it uniform:
 - Readers ask for NUL-terminated output (``-z``, ``%00``), so git never quotes
   a path, and decode paths with ``surrogateescape``: a name that is not UTF-8
   survives the round trip back into git.
-- The parsers (:func:`parse_ls_tree`, :func:`parse_tree_object`,
-  :func:`parse_cat_file`, :func:`parse_diff_tree`, :func:`parse_for_each_ref`)
+- The parsers (:func:`parse_ls_tree`, :func:`parse_cat_file`,
+  :func:`parse_diff_tree`, :func:`parse_for_each_ref`)
   are pure functions of git's bytes, so ``make unit`` tests them without a
   repository.
 """
@@ -87,7 +87,7 @@ def path_of(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-# ---------------------------------------------------------------- ls-tree, tree objects
+# ---------------------------------------------------------------- ls-tree
 
 
 class Entry(NamedTuple):
@@ -149,18 +149,6 @@ def split_batches(chunks: Iterable[bytes]) -> Iterator[list[str]]:
             yield done
     if rest:
         yield [path_of(rest)]
-
-
-def parse_tree_object(body: bytes) -> Iterator[Entry]:
-    """Entries of a raw tree object (``cat-file``): ``<mode> SP <name> NUL <20-byte sha>``."""
-    i = 0
-    while i < len(body):
-        sp = body.index(b" ", i)
-        nul = body.index(b"\0", sp)
-        mode = body[i:sp].decode().zfill(6)
-        typ = {TREE: "tree", GITLINK: "commit"}.get(mode, "blob")
-        yield Entry(mode, typ, body[nul + 1: nul + 21].hex(), path_of(body[sp + 1: nul]))
-        i = nul + 21
 
 
 # ---------------------------------------------------------------- cat-file --batch(-check)
@@ -299,6 +287,7 @@ def for_each_ref(git_dir: Path | str, fields: Sequence[str],
     fmt = "".join(f"%({f})%00" for f in fields)
     out = git(git_dir, "for-each-ref", f"--format={fmt}", *args, text=False).stdout
     return list(parse_for_each_ref(out, len(fields)))
+
 
 
 # ---------------------------------------------------------------- deleting many refs

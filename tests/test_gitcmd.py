@@ -95,14 +95,6 @@ def test_parse_cat_file_batch_check():
         GitObject("nosuch", "missing", 0)]
 
 
-def test_parse_tree_object_gives_ls_tree_entries():
-    """A raw tree object lists the same entries as ``ls-tree`` of that tree (not recursive)."""
-    expected = [e for e in gitcmd.parse_ls_tree(LS_TREE.split(b"\0")) if "/" not in e.path]
-    d_sha = b"\xadg\x86\x1ac'~\xd8\x7f\xa9\x13\r\x8d.\x90\xc9\xadW\xf0a".hex()
-    expected.insert(1, Entry(gitcmd.TREE, "tree", d_sha, "d"))
-    assert list(gitcmd.parse_tree_object(TREE_BODY)) == expected
-
-
 # diff-tree -r -z --no-renames --stdin fed "<second> <first>": a deletion, a deleted
 # gitlink and a modified UTF-8 path; without --stdin the same minus the commit record
 DIFF = (b":100644 000000 c1b0730e0133447badcfd47fd144e254807b06e1 " + ZERO.encode()
