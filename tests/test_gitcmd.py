@@ -235,6 +235,7 @@ def refs_repo(tmp_path: Path) -> Path:
     g("pack-refs", "--all")
     for i in (4, 5):
         g("update-ref", f"refs/heads/job-{i}", commits[i])
+    g("update-ref", "refs/heads/job-3", commits[5])  # a loose value over a packed one
     return bare
 
 
@@ -245,8 +246,9 @@ def show_refs(bare: Path) -> str:
 
 
 def test_delete_refs_drops_packed_and_loose_refs_in_one_rewrite(refs_repo: Path):
-    """Two packed and one loose job branch go; main, the tag with its peeled value and the
-    other branches stay as they were; no lock is left and git reads the file."""
+    """A packed, a loose and a loose-over-packed job branch go (no stale packed value
+    shows through); main, the tag with its peeled value and the other branches stay as
+    they were; no lock is left and git reads the file."""
     before = show_refs(refs_repo).splitlines()
     sha = {line.split()[0]: line.split()[1] for line in before}
     gone = ["refs/heads/job-1", "refs/heads/job-3", "refs/heads/job-5"]
@@ -255,6 +257,7 @@ def test_delete_refs_drops_packed_and_loose_refs_in_one_rewrite(refs_repo: Path)
         line for line in before if line.split()[0] not in gone]
     assert not (refs_repo / "packed-refs.lock").exists()
     assert not (refs_repo / "refs" / "heads" / "job-5").exists()
+    assert "refs/heads/job-3" not in (refs_repo / "packed-refs").read_text()
     packed = (refs_repo / "packed-refs").read_text().splitlines()
     assert packed[0].startswith("# pack-refs with:")
     assert packed[packed.index(f"{sha['refs/tags/v1']} refs/tags/v1") + 1] == \
