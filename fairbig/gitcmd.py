@@ -128,6 +128,14 @@ def ls_tree(git_dir: Path | str, treeish: str, *paths: str, recursive: bool = Fa
     return parse_ls_tree(records(git_dir, _ls_tree_args(treeish, paths, recursive, trees)))
 
 
+def ls_tree_names(git_dir: Path | str, treeish: str, *paths: str) -> Iterator[str]:
+    """The paths alone of :func:`ls_tree` (not recursive): git parses the tree, and 43k
+    names decode in a tenth of the time whole entries take."""
+    args = _ls_tree_args(treeish, paths, False, False)
+    args.insert(args.index("--full-tree"), "--name-only")
+    return (path_of(r) for r in records(git_dir, args))
+
+
 def ls_tree_batches(git_dir: Path | str, treeish: str, recursive: bool = False,
                     trees: bool = False) -> Iterator[list[str]]:
     """The raw ``ls-tree -z`` records (``<mode> SP <type> SP <sha> TAB <path>``) of

@@ -33,6 +33,7 @@ from .gitcmd import (
     for_each_ref,
     git,
     ls_tree,
+    ls_tree_names,
     missing_objects,
 )
 
@@ -259,10 +260,10 @@ def _replaced(git_dir: Path, base: str, starts: Mapping[str, str],
     if not areas:
         return {}
     folders = dict.fromkeys(a.rpartition("/")[0] for a in areas)
-    names = {e.path for e in ls_tree(git_dir, base, *(f"{f}/" for f in folders if f))
-             } if any(folders) else set()
+    names = set(ls_tree_names(git_dir, base, *(f"{f}/" for f in folders if f))
+                ) if any(folders) else set()
     if "" in folders:
-        names.update(e.path for e in ls_tree(git_dir, base))
+        names.update(ls_tree_names(git_dir, base))
     found = sorted(a for a in areas if a in names)
     if not found:
         return {}
