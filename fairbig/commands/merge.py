@@ -12,9 +12,11 @@ interrupted.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .. import treemerge as tm
 from .. import ui
@@ -30,6 +32,7 @@ from ..sync import OUTPUT, store_main, sync
 from .plan import current_jobs
 from .report import record_merge
 
+T = TypeVar("T")
 CHUNK = 1000
 REPACK_LOOSE = 2000  # loose objects, not refs, are what slow clones down
 REPACK_PACKS = 20  # more packs than this: roll them up (repack --geometric)
@@ -104,7 +107,7 @@ def merge(a: Analysis, dry_run: bool = False, keep_branches: bool = False,
 def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
            shared: Sequence[str]) -> MergeOutcome:
     out = MergeOutcome(dry_run=dry_run)
-    clock = time.monotonic()
+    clock = start = time.monotonic()
 
     def lap(name: str) -> None:
         nonlocal clock
@@ -136,11 +139,25 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
                            "identical shared file with --shared PATTERN", details, out)
     files = keys_of(sgit, [(c.path, c.mode, c.sha) for c in comp.changes if not c.deleted])
     job_of = {c.path: c.job_id for c in comp.changes}
-    missing = set(missing_in(a.root, OUTPUT_STORAGE, sorted({f.key for f in files})))
+    writing = not dry_run and bool(comp.to_merge)
+    new = base
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # git-annex asks the storage for each key while the merge's objects are written
+        # (2 cores: the write is no longer waited for); main moves only after both
+        checking = pool.submit(_timed, missing_in, a.root, OUTPUT_STORAGE,
+                               sorted({f.key for f in files}))
+        if writing:
+            _add_merged_table(a, comp, jobs, merged)
+            new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
+                                 message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
+                                 + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
+            lap("write")
+        found, out.seconds["availability"] = checking.result()
+    clock = time.monotonic()
+    missing = set(found)
     for f in files:
         if f.key in missing:
             out.missing.setdefault(job_of[f.path], []).append(f.path)
-    lap("availability")
     if out.missing:
         jobs = sorted(out.missing)
         raise MergeRefused(f"content missing in the output store for {len(jobs)} job(s), "
@@ -148,14 +165,12 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
                            "resubmit them: delete their branches and run 'fairbig submit "
                            "--failed'",
                            [f"{j}: {p}" for j in jobs for p in out.missing[j]], out)
-    if dry_run or not comp.to_merge:
+    if not writing:
         out.commit = base
-        _prune(a, comp.identical, keep_branches or dry_run, out)
+        if comp.identical and not (keep_branches or dry_run):
+            _prune(a, comp.identical, False, out)
+            _pack(a)
         return out
-    _add_merged_table(a, comp, jobs, merged)
-    new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
-                         message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
-                         + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
     try:
         tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
     except GitError:
@@ -167,15 +182,27 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
                            "run 'fairbig merge' again: it starts from the new "
                            f"{branch}") from None
     out.commit = new
-    lap("write")
     # prune first: the push of availability records in sync then meets a store with
-    # its merged branches gone and its refs packed, not 42k loose refs to advertise
-    _prune(a, [*comp.to_merge, *comp.identical], keep_branches, out, (base, new))
+    # its merged branches gone, not 42k refs to advertise
+    _prune(a, [*comp.to_merge, *comp.identical], keep_branches, out)
     lap("prune")
-    sync(a)
-    lap("sync")
-    record_merge(a, new, len(comp.to_merge), sum(out.seconds.values()))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the store is repacked while the analysis dataset follows it, neither waiting
+        # on the other: sync reads objects packed or loose, and what it pushes (the
+        # git-annex branch) is in no pack, which prune-packed leaves alone
+        packing = pool.submit(_timed, _pack, a, (base, new)) if not keep_branches else None
+        sync(a)
+        lap("sync")
+        if packing:
+            out.seconds["pack"] = packing.result()[1]
+    record_merge(a, new, len(comp.to_merge), time.monotonic() - start)
     return out
+
+
+def _timed(fn: Callable[..., T], *args: object) -> tuple[T, float]:
+    """``fn(*args)`` and its wall time: the phases that overlap time themselves."""
+    t0 = time.monotonic()
+    return fn(*args), round(time.monotonic() - t0, 3)
 
 
 def _add_merged_table(a: Analysis, comp: tm.MergeComputation, jobs: dict[str, Job],
@@ -191,10 +218,8 @@ def _add_merged_table(a: Analysis, comp: tm.MergeComputation, jobs: dict[str, Jo
     comp.changes.append(tm.Change(MERGED_FILE, "100644", sha, ""))
 
 
-def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutcome,
-           merged: tuple[str, str] | None = None) -> None:
-    """Delete merged branches and repack: 42k refs and loose objects make clones slow.
-    ``merged``: main before and after this merge (see :func:`repack`).
+def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutcome) -> None:
+    """Delete merged branches: 42k refs make clones slow (and loose objects: :func:`_pack`).
 
     Under the jobs' push lock, and only branches still at the tip that was merged: a
     job that pushed again meanwhile keeps its newer branch for the next merge.
@@ -206,6 +231,11 @@ def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutc
         gone = [b for b in done if now.get(b.ref) == b.tip]
         delete_refs(a.output_git, {b.ref: b.tip for b in gone})
     out.deleted_branches = len(gone)
+
+
+def _pack(a: Analysis, merged: tuple[str, str] | None = None) -> None:
+    """Pack what is loose once it piles up (``merged``: see :func:`repack`), and bring the
+    commit-graph up to date."""
     if loose_objects(a.output_git) > REPACK_LOOSE:
         ui.step("repacking the output store")
         repack(a.output_git, merged)
