@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import CommandError
@@ -32,3 +33,19 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | str | None = None,
         raise error(args, proc.returncode, stderr or (proc.stdout or ""), hint)
     return proc
 
+
+
+def run_each(cmd: Sequence[str | os.PathLike[str]], inputs: Sequence[str], *,
+             cwd: Path | str | None = None) -> list[subprocess.CompletedProcess]:
+    """Run ``cmd`` once per item of ``inputs`` (its stdin), all at once; the results in
+    the order of ``inputs``. For batch commands whose cost is round trips to a helper
+    process, not CPU of their own (``git annex checkpresentkey --batch`` against the
+    ORA remote), so that several of them keep the cores busy where one waits. Each
+    runs through :func:`run` in a thread of its own (``subprocess.run`` feeds and
+    drains its pipes itself, so none blocks another); if any fails, the first failed
+    one in ``inputs`` order raises its :class:`CommandError`, after all have ended."""
+    if len(inputs) < 2:
+        return [run(cmd, cwd=cwd, input=i) for i in inputs]
+    with ThreadPoolExecutor(max_workers=len(inputs)) as pool:
+        futures = [pool.submit(run, cmd, cwd=cwd, input=i) for i in inputs]
+    return [f.result() for f in futures]
