@@ -60,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         ana, store, target = setup(base)
-        ids = synthesize(ana, store, target, args.jobs - 1, message=run_record)
+        ids = synthesize(ana, store, [target], args.jobs - 1, message=run_record)
         state_records(ana, ids)
         merged = json.loads(sh(str(BIN / "fairbig"), "merge", "--json", cwd=ana))
         crate = base / "crate"

@@ -6,8 +6,12 @@ plan of N jobs and N synthetic job branches written into the output store
 with one ``git fast-import`` stream (three files each, one an annex symlink
 to content that really is in the encrypted storage). Times ``fairbig merge``
 as a user runs it twice: the first merge of all N branches (target ≤ 20 s
-at 42,767), then, with main holding them, a merge of ``--new`` more branches
-whose objects arrive loose, as small job pushes leave them (target ≤ 3 s for
+at 42,767; they all link the real job's one key, as 42,767 encrypted objects
+would take too long to store), then, with main holding them, a merge of
+``--new`` more branches whose objects arrive loose, as small job pushes leave
+them, each linking a key of its own whose content was copied into the
+encrypted storage beforehand (untimed; ``new_keys_setup_s``), so the merge's
+availability check costs what it does for real results (target ≤ 3 s for
 1,000). ``--baseline-venv`` runs both merges first with another fairbig
 (e.g. main's) on a snapshot of the same analysis and store (its results
 checked out, as before init left them out), restored before this tree's
@@ -15,8 +19,8 @@ run, and reports each figure as a ratio to it; ``--layout`` and
 ``--baseline-layout`` choose the job branches' layout of each run (``job``:
 the branch starts from the plan commit without ``results/``, as the job script
 makes it; ``old``: every result merged before rides along in each branch). Separately: the
-availability check for N distinct keys (the synthetic branches share one
-key, which the merge checks once).
+availability check for N distinct keys through ``annexkeys.missing_in`` (what the
+merge calls, one process per CPU) beside one ``checkpresentkey`` process, same run.
 Usage: ``python benchmarks/bench_merge_full.py [--jobs N] [--new M]
 [--baseline-venv DIR] [--json]``
 """
@@ -34,8 +38,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from fairbig.annexkeys import check_workers, missing_in
+from fairbig.contract import OUTPUT_STORAGE
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("FAIRBIG_VENV", REPO / ".venv")) / "bin"
@@ -53,6 +60,8 @@ def timed(*args: str, cwd: Path | None = None) -> float:
 
 
 def setup(base: Path) -> tuple[Path, Path, str]:
+    """A real analysis with one real job; its store and the object path
+    (``Xx/Yy/KEY/KEY``) of that job's annexed result."""
     os.environ["GNUPGHOME"] = str(base / "gnupg")
     (base / "gnupg").mkdir(mode=0o700)
     sh("gpg", "--batch", "--passphrase", "", "--quick-gen-key", "bench <b@b>", "default",
@@ -81,7 +90,32 @@ def setup(base: Path) -> tuple[Path, Path, str]:
     link = next(line for line in sh("git", f"--git-dir={store}", "ls-tree", "-r", real,
                                     "results").splitlines() if line.startswith("120000"))
     target = sh("git", f"--git-dir={store}", "cat-file", "blob", link.split()[2])
-    return ana, store, target
+    return ana, store, target.split(".git/annex/objects/", 1)[1]
+
+
+def stored_keys(ana: Path, n: int) -> tuple[list[str], dict]:
+    """Object paths (``Xx/Yy/KEY/KEY``) of ``n`` distinct keys whose content is in
+    the encrypted output storage and not in the analysis, as jobs leave their
+    results; and how long storing them took (setup, not part of any merge)."""
+    scratch = ana / "bench-new"
+    scratch.mkdir()
+    for i in range(n):
+        (scratch / str(i)).write_text(f"bench result {i}\n")
+    t0 = time.perf_counter()
+    keys = [json.loads(line)["key"] for line in
+            sh("git", "annex", "add", "--force-large", "--json", scratch.name,
+               cwd=ana).splitlines()]
+    t1 = time.perf_counter()
+    sh("git", "annex", "copy", f"-J{os.cpu_count() or 1}", "--to", OUTPUT_STORAGE,
+       scratch.name, cwd=ana)
+    t2 = time.perf_counter()
+    sh("git", "annex", "drop", "--force", scratch.name, cwd=ana)
+    sh("git", "rm", "-r", "-q", "--cached", scratch.name, cwd=ana)
+    shutil.rmtree(scratch)
+    objects = sh("git", "annex", "examinekey", "--batch", "--format=${hashdirmixed}${key}/${key}\n",
+                 cwd=ana, input="".join(k + "\n" for k in keys).encode()).split()
+    assert len(set(objects)) == n, "stored keys are not distinct"
+    return objects, {"keys": n, "add_s": round(t1 - t0, 2), "copy_s": round(t2 - t1, 2)}
 
 
 def subject_only(job_id: str, state: str) -> str:
@@ -89,11 +123,12 @@ def subject_only(job_id: str, state: str) -> str:
     return f"[DATALAD RUNCMD] fairbig job {job_id} (input {state})"
 
 
-def synthesize(ana: Path, store: Path, target: str, n: int,
+def synthesize(ana: Path, store: Path, objects: Sequence[str], n: int,
                message: Callable[[str, str], str] = subject_only, first: int = 2_000_000,
                loose: bool = False, layout: str = "job") -> list[str]:
-    """N planned jobs (IDs from ``first`` on) and their branches; ``message(job, input
-    state)`` gives each commit message (the subject line is what fairbig reads back).
+    """N planned jobs (IDs from ``first`` on) and their branches, the i-th linking
+    ``objects[i % len(objects)]``; ``message(job, input state)`` gives each commit
+    message (the subject line is what fairbig reads back).
     ``loose``: the objects are unpacked, as a store's ``receive.unpackLimit`` leaves
     the small pushes of real jobs. ``layout``: ``job``, each branch starts with the
     plan commit without ``results/`` as the job script makes it (``jobstep base``);
@@ -111,9 +146,9 @@ def synthesize(ana: Path, store: Path, target: str, n: int,
     # walk from the store's main down to the fork point crosses all merged commits
     when = int(time.time())
     stream = []
-    for j, row in zip(ids, rows, strict=True):
+    for i, (j, row) in enumerate(zip(ids, rows, strict=True)):
         msg = message(j, row.split("\t")[3])
-        rel = "../../.git/annex/objects/" + target.split(".git/annex/objects/", 1)[1]
+        rel = "../../.git/annex/objects/" + objects[i % len(objects)]
         start = f"from {head}\n"
         if layout == "job":
             first_msg = f"fairbig job {j}: start from plan commit {head[:12]}"
@@ -136,19 +171,43 @@ def synthesize(ana: Path, store: Path, target: str, n: int,
     return ids
 
 
-def merge_twice(fairbig: Path, ana: Path, store: Path, target: str, jobs: int,
-                new: int, layout: str) -> dict:
-    """The first merge of ``jobs`` branches, then of ``new`` more arriving loose."""
+def merge_twice(fairbig: Path, ana: Path, store: Path, shared: str, distinct: list[str],
+                jobs: int, layout: str) -> dict:
+    """The first merge of ``jobs`` branches linking the ``shared`` object, then of
+    one more branch per ``distinct`` object, arriving loose."""
     figures = {}
-    for case, n, first, loose in (("full", jobs, 2_000_000, False),
-                                  ("incremental", new, 2_000_000 + jobs, True)):
-        synthesize(ana, store, target, n, first=first, loose=loose, layout=layout)
+    for case, objects, n, first, loose in (
+            ("full", [shared], jobs, 2_000_000, False),
+            ("incremental", distinct, len(distinct), 2_000_000 + jobs, True)):
+        synthesize(ana, store, objects, n, first=first, loose=loose, layout=layout)
         t0 = time.perf_counter()
         out = json.loads(sh(str(fairbig), "merge", "--json", cwd=ana))
         figures[case] = {"jobs": len(out["merged"]), "s": round(time.perf_counter() - t0, 2),
-                         "phases_s": out["seconds"]}
+                         "distinct_keys": len(set(objects[:n])), "phases_s": out["seconds"]}
         print(fairbig, case, json.dumps(figures[case]), file=sys.stderr, flush=True)
     return figures
+
+
+def distinct_key_check(ana: Path, n: int) -> dict:
+    """The availability check of ``n`` distinct keys, as the merge runs it
+    (``missing_in``: one process per CPU) and in one process, one after the other."""
+    keys = [f"MD5E-s1--{i:032x}" for i in range(n)]
+    t0 = time.perf_counter()
+    subprocess.run(["git", "annex", "checkpresentkey", "--batch", OUTPUT_STORAGE], cwd=ana,
+                   input="".join(k + "\n" for k in keys).encode(), capture_output=True,
+                   check=True)
+    t1 = time.perf_counter()
+    assert len(missing_in(ana, OUTPUT_STORAGE, keys)) == n
+    t2 = time.perf_counter()
+    return {"distinct_key_check_keys": n, "distinct_key_check_workers": check_workers(n),
+            "distinct_key_check_s": round(t2 - t1, 2),
+            "distinct_key_check_serial_s": round(t1 - t0, 2),
+            "distinct_key_check_ratio": round((t2 - t1) / (t1 - t0), 3)}
+
+
+def uptime() -> str:
+    """The load averages, printed beside the figures (the machine is shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> int:
@@ -164,10 +223,11 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    result: dict = {"jobs": args.jobs, "new": args.new, "uptime_before": uptime()}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         ana, store, target = setup(base)
-        result: dict = {"jobs": args.jobs, "new": args.new}
+        distinct, result["new_keys_setup_s"] = stored_keys(ana, args.new)
         if args.baseline_venv:
             snap = base / "snapshot"
             for d in (ana, base / "out"):
@@ -176,24 +236,20 @@ def main() -> int:
             # them out) is: the baseline pays for writing them where it does
             sh("git", "sparse-checkout", "disable", cwd=ana)
             result["baseline"] = merge_twice(args.baseline_venv / "bin" / "fairbig", ana,
-                                             store, target, args.jobs, args.new,
+                                             store, target, distinct, args.jobs,
                                              args.baseline_layout)
             for d in (ana, base / "out"):
                 shutil.rmtree(d)
                 (snap / d.name).rename(d)
         clone_before = timed("git", "clone", "-q", "--no-local", "--no-checkout", str(store),
                              str(base / "c1"))
-        result.update(merge_twice(BIN / "fairbig", ana, store, target, args.jobs, args.new,
+        result.update(merge_twice(BIN / "fairbig", ana, store, target, distinct, args.jobs,
                                   args.layout))
         for case in ("full", "incremental"):
             if "baseline" in result:
                 result[case]["ratio_to_baseline"] = round(
                     result[case]["s"] / result["baseline"][case]["s"], 3)
-        keys = "".join(f"MD5E-s1--{i:032x}\n" for i in range(args.jobs)).encode()
-        t0 = time.perf_counter()
-        subprocess.run(["git", "annex", "checkpresentkey", "--batch", "output-storage"],
-                       cwd=ana, input=keys, capture_output=True, check=True)
-        result["distinct_key_check_s"] = round(time.perf_counter() - t0, 2)
+        result.update(distinct_key_check(ana, args.jobs))
         result.update({
             "peak_child_rss_mib": round(
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
@@ -204,6 +260,7 @@ def main() -> int:
             "clone_after_s": timed("git", "clone", "-q", "--no-local", "--no-checkout",
                                    str(store), str(base / "c2")),
         })
+    result["uptime_after"] = uptime()
     print(json.dumps(result, indent=2) if args.json else
           "\n".join(f"{k:>20}: {v}" for k, v in result.items()))
     return 0

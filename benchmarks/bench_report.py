@@ -88,7 +88,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         ana, store, target = setup(base)
-        ids = synthesize(ana, store, target, args.jobs - 1)
+        ids = synthesize(ana, store, [target], args.jobs - 1)
         failed = set(random.Random(3).sample(ids, int(len(ids) * FAILED_SHARE)))
         sh("git", f"--git-dir={store}", "update-ref", "--stdin",
            input="".join(f"delete refs/heads/job-{j}\n" for j in sorted(failed)).encode())
