@@ -14,11 +14,9 @@ import pytest
 from fairbig import annexkeys
 from fairbig.contract import OUTPUT_STORAGE as STORAGE
 from fairbig.errors import CommandError
+from fairbig.proc import run_each
 
 from .conftest import init_analysis
-
-pytestmark = pytest.mark.slow
-
 
 
 def annex(ana: Path, *args: str) -> str:
@@ -28,8 +26,9 @@ def annex(ana: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory, ukb_input, image, lab_key) -> dict:
-    """Six keys whose (encrypted) content is in the output store, three annexed only
-    locally, three that no repository ever had."""
+    """A real analysis (``fairbig init``: encrypted ORA output storage) and keys: six
+    whose content is in the output store, encrypted, three annexed only locally, three
+    that no repository ever had."""
     ana = init_analysis(tmp_path_factory.mktemp("annexkeys"), ukb_input, image, lab_key)
     scratch = ana / "scratch"
     scratch.mkdir()
@@ -56,6 +55,7 @@ def arranged(keys: dict) -> tuple[list[str], list[str]]:
     return order, [a1, l1, l2, a2, l3, a3]
 
 
+@pytest.mark.slow
 def test_parallel_check_returns_the_absent_keys_in_order(keys, monkeypatch):
     order, absent = arranged(keys)
     assert annexkeys.missing_in(keys["ana"], STORAGE, order) == absent  # one process
@@ -73,6 +73,7 @@ def test_parallel_check_returns_the_absent_keys_in_order(keys, monkeypatch):
     assert batches == [4, 4, 4]
 
 
+@pytest.mark.slow
 def test_a_failing_batch_raises_its_error(keys, monkeypatch):
     monkeypatch.setattr(annexkeys, "_cpus", lambda: 3)
     monkeypatch.setattr(annexkeys, "MIN_KEYS_PER_WORKER", 4)
@@ -92,3 +93,14 @@ def test_workers_follow_the_cpus_and_the_minimum(monkeypatch):
         == [1, 1, 1, 2, 2]
     monkeypatch.setattr(annexkeys, "_cpus", lambda: 64)
     assert annexkeys.check_workers(100 * per) == annexkeys.MAX_WORKERS
+
+
+def test_run_each_answers_in_input_order_and_raises_the_first_failure_in_it():
+    # the first input ends last, the second fails last: order is the inputs', not time's
+    late = ["sh", "-c", 'read s; sleep "$s"; echo "$s"']
+    assert [r.stdout for r in run_each(late, ["0.4\n", "0\n", "0.2\n"])] == \
+        ["0.4\n", "0\n", "0.2\n"]
+    fail = ["sh", "-c", 'read s c; sleep "$s"; echo "failed $c" >&2; exit "$c"']
+    with pytest.raises(CommandError) as err:
+        run_each(fail, ["0 0\n", "0.4 3\n", "0 2\n"])
+    assert (err.value.returncode, err.value.stderr) == (3, "failed 3\n")
