@@ -62,8 +62,9 @@ def diff_entries(git_dir: Path, old: str, new: str, path: str = "") -> list[tupl
 # against the encrypted ORA remote costs ~0.43 ms per key in git-annex <-> ORA round
 # trips (one core, neither side busy all the time) plus ~0.2 s to start. Measured on
 # the 2-core machine (median of 5): 500 keys 0.39 s serial / 0.28 s two processes,
-# 2,000 keys 0.99 / 0.60 s, 4,000 keys 1.81 / 0.97 s, 42,767 keys see
-# benchmarks/bench_merge_full.py; three processes on two cores lose to two.
+# 2,000 keys 0.99 / 0.60 s, 4,000 keys 1.81 / 0.97 s, 42,767 keys 21.9 / 13.5 s
+# (benchmarks/bench_merge_full.py, load 0.7-4.8); three processes on two cores lose
+# to two.
 MIN_KEYS_PER_WORKER = 250   # below it a process's start costs more than it saves
 MAX_WORKERS = 8             # each process pair also opens the store: do not flood it
 
