@@ -28,7 +28,7 @@ from ..gitcmd import GitError, delete_refs, for_each_ref, git
 from ..jobtable import Job
 from ..stores import exclusive, waiting_for
 from ..storeview import MERGED_FILE, read_finished, read_merged_rows
-from ..sync import OUTPUT, store_main, sync
+from ..sync import OUTPUT, push_annex_records, store_main, sync
 from .plan import current_jobs
 from .report import record_merge
 
@@ -116,7 +116,7 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
         ui.step(f"merge: {name} done ({out.seconds[name]:.2f} s)")
 
     if not dry_run:
-        sync(a)  # finish an interrupted earlier merge first
+        sync(a, push=False)  # finish an interrupted earlier merge first (pushed at the end)
     sgit, branch = a.output_git, a.default_branch
     base = store_main(a)
     # the plan and the merged table, each read once: at 42k jobs a second and a half
@@ -170,6 +170,8 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
         if comp.identical and not (keep_branches or dry_run):
             _prune(a, comp.identical, False, out)
             _pack(a)
+        if not dry_run:
+            push_annex_records(a)
         return out
     try:
         tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
