@@ -6,8 +6,8 @@ plan of N jobs and N synthetic job branches written into the output store
 with one ``git fast-import`` stream (three files each, one an annex symlink
 to content that really is in the encrypted storage). Times ``fairbig merge``
 as a user runs it twice: the first merge of all N branches (target ≤ 20 s
-at 42,767; they all link the real job's one key, as 42,767 encrypted objects
-would take too long to store), then, with main holding them, a merge of
+at 42,767; they all link the real job's one key, or with ``--full-keys
+distinct`` each a key of its own, stored first as below), then, with main holding them, a merge of
 ``--new`` more branches whose objects arrive loose, as small job pushes leave
 them, each linking a key of its own whose content was copied into the
 encrypted storage beforehand (untimed; ``new_keys_setup_s``), so the merge's
@@ -22,12 +22,13 @@ makes it; ``old``: every result merged before rides along in each branch). Separ
 availability check for N distinct keys through ``annexkeys.missing_in`` (what the
 merge calls, one process per CPU) beside one ``checkpresentkey`` process, same run.
 Usage: ``python benchmarks/bench_merge_full.py [--jobs N] [--new M]
-[--baseline-venv DIR] [--json]``
+[--full-keys shared|distinct] [--baseline-venv DIR] [--json]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -73,7 +74,8 @@ def setup(base: Path) -> tuple[Path, Path, str]:
         "gen", REPO / "examples" / "ukb-mini" / "generate_input.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    gen.generate(base / "ukb", 1, 1, f"ria+file://{base}/in")
+    with contextlib.redirect_stdout(sys.stderr):  # datalad's results, not --json's
+        gen.generate(base / "ukb", 1, 1, f"ria+file://{base}/in")
     ana = base / "ana"
     sh(str(BIN / "fairbig"), "init", str(ana), "--input", f"ria+file://{base}/in#~ukb",
        "--container", str(base / "img.tar"), "--input-store", f"{base}/in",
@@ -171,13 +173,13 @@ def synthesize(ana: Path, store: Path, objects: Sequence[str], n: int,
     return ids
 
 
-def merge_twice(fairbig: Path, ana: Path, store: Path, shared: str, distinct: list[str],
+def merge_twice(fairbig: Path, ana: Path, store: Path, full: list[str], distinct: list[str],
                 jobs: int, layout: str) -> dict:
-    """The first merge of ``jobs`` branches linking the ``shared`` object, then of
+    """The first merge of ``jobs`` branches linking the ``full`` objects, then of
     one more branch per ``distinct`` object, arriving loose."""
     figures = {}
     for case, objects, n, first, loose in (
-            ("full", [shared], jobs, 2_000_000, False),
+            ("full", full, jobs, 2_000_000, False),
             ("incremental", distinct, len(distinct), 2_000_000 + jobs, True)):
         synthesize(ana, store, objects, n, first=first, loose=loose, layout=layout)
         t0 = time.perf_counter()
@@ -232,6 +234,9 @@ def main() -> int:
                     help="branch layout for this tree's run (see synthesize)")
     ap.add_argument("--baseline-layout", choices=("job", "old"), default="old",
                     help="branch layout for the baseline's run (old: what main's merge knows)")
+    ap.add_argument("--full-keys", choices=("shared", "distinct"), default="shared",
+                    help="the full merge's branches link one key (default) or each its own, "
+                         "stored first in the encrypted storage (42,767: about 7 min here)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
@@ -240,6 +245,9 @@ def main() -> int:
         base = Path(tmp)
         ana, store, target = setup(base)
         distinct, result["new_keys_setup_s"] = stored_keys(ana, args.new)
+        full = [target]
+        if args.full_keys == "distinct":
+            full, result["full_keys_setup_s"] = stored_keys(ana, args.jobs)
         if args.baseline_venv:
             snap = base / "snapshot"
             for d in (ana, base / "out"):
@@ -248,14 +256,14 @@ def main() -> int:
             # them out) is: the baseline pays for writing them where it does
             sh("git", "sparse-checkout", "disable", cwd=ana)
             result["baseline"] = merge_twice(args.baseline_venv / "bin" / "fairbig", ana,
-                                             store, target, distinct, args.jobs,
+                                             store, full, distinct, args.jobs,
                                              args.baseline_layout)
             for d in (ana, base / "out"):
                 shutil.rmtree(d)
                 (snap / d.name).rename(d)
         clone_before = timed("git", "clone", "-q", "--no-local", "--no-checkout", str(store),
                              str(base / "c1"))
-        result.update(merge_twice(BIN / "fairbig", ana, store, target, distinct, args.jobs,
+        result.update(merge_twice(BIN / "fairbig", ana, store, full, distinct, args.jobs,
                                   args.layout))
         for case in ("full", "incremental"):
             if "baseline" in result:
