@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -297,8 +298,22 @@ def for_each_ref(git_dir: Path | str, fields: Sequence[str],
     return list(parse_for_each_ref(out, len(fields)))
 
 
+# ---------------------------------------------------------------- git's own files
 
-# ---------------------------------------------------------------- deleting many refs
+
+@contextmanager
+def git_lock(path: Path) -> Iterator[Path]:
+    """Change one of git's files as git does: ``<path>.lock``, created exclusively
+    (FileExistsError while another process holds it), is what the block writes, and is
+    renamed over ``path`` when the block ends, or removed if it raises."""
+    lock = path.with_name(path.name + ".lock")
+    os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield lock
+        os.replace(lock, path)
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        raise
 
 
 PACKED_REFS_HEADER = b"# pack-refs with:"
@@ -358,20 +373,13 @@ def _drop_packed(packed: Path, loose: set[str], packed_only: Mapping[str, str]) 
         return set(loose)
     if not lines[0].startswith(PACKED_REFS_HEADER):
         return set()
-    lock = packed.with_name("packed-refs.lock")
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        return set()
     gone = set(drop) | {i + 1 for i in drop if i + 1 < len(lines)
                         and lines[i + 1].startswith(b"^")}  # a dropped tag's peeled value
     try:
-        with os.fdopen(fd, "wb") as out:
+        with git_lock(packed) as lock, lock.open("wb") as out:
             out.write(b"".join(line for i, line in enumerate(lines) if i not in gone))
             out.flush()
             os.fsync(out.fileno())
-        os.replace(lock, packed)
-    except BaseException:
-        lock.unlink(missing_ok=True)
-        raise
+    except FileExistsError:
+        return set()
     return set(loose) | found

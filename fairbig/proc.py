@@ -34,7 +34,6 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | str | None = None,
     return proc
 
 
-
 def run_each(cmd: Sequence[str | os.PathLike[str]], inputs: Sequence[str], *,
              cwd: Path | str | None = None) -> list[subprocess.CompletedProcess]:
     """Run ``cmd`` once per item of ``inputs`` (its stdin), all at once; the results in

@@ -14,7 +14,6 @@ should (see :func:`leave_out_results`).
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from .annexkeys import keys_of, record_present
 from .contract import OUTPUT, OUTPUT_STORAGE
 from .dataset import Analysis
 from .errors import FairbigError
-from .gitcmd import SYMLINK, DiffEntry, diff_tree, git
+from .gitcmd import SYMLINK, DiffEntry, diff_tree, git, git_lock
 from .proc import run
 
 
@@ -185,30 +184,23 @@ def _apply_changes(root: Path, changes: Sequence[DiffEntry], results: str) -> bo
                            f"{in_the_way[0]}", "move them away or undo them ('git checkout -- "
                            "PATH'; staged: 'git restore --staged PATH' first), then run "
                            "'fairbig merge' again")
-    lock = index.with_name(index.name + ".lock")
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with git_lock(index) as lock:
+            shutil.copyfile(index, lock)
+            env = {"GIT_INDEX_FILE": str(lock)}
+            run([*GIT_SPARSE, "update-index", "-z", "--index-info"], cwd=root, env=env,
+                input="".join(f"{d.new_mode} {d.new_sha}\t{d.path}\0" for d in changes))
+            kept = [d.path for d in hidden if d.status != "D"]
+            if kept:
+                run([*GIT_SPARSE, "update-index", "-z", "--skip-worktree", "--stdin"],
+                    cwd=root, env=env, input="".join(f"{p}\0" for p in kept))
+            if shown:
+                run([*GIT_SPARSE, "checkout-index", "-f", "-u", "-z", "--stdin"], cwd=root,
+                    env=env, input="".join(f"{d.path}\0" for d in shown))
     except FileExistsError:
         raise FairbigError(f"another git process is changing the analysis dataset's index "
-                           f"({lock} exists)", "wait for it to end, or remove that file if "
-                           "none runs, then run 'fairbig merge' again") from None
-    try:
-        with open(index, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        env = {"GIT_INDEX_FILE": str(lock)}
-        run([*GIT_SPARSE, "update-index", "-z", "--index-info"], cwd=root, env=env,
-            input="".join(f"{d.new_mode} {d.new_sha}\t{d.path}\0" for d in changes))
-        kept = [d.path for d in hidden if d.status != "D"]
-        if kept:
-            run([*GIT_SPARSE, "update-index", "-z", "--skip-worktree", "--stdin"], cwd=root,
-                env=env, input="".join(f"{p}\0" for p in kept))
-        if shown:
-            run([*GIT_SPARSE, "checkout-index", "-f", "-u", "-z", "--stdin"], cwd=root,
-                env=env, input="".join(f"{d.path}\0" for d in shown))
-        os.replace(lock, index)
-    except BaseException:
-        lock.unlink(missing_ok=True)
-        raise
+                           f"({index}.lock exists)", "wait for it to end, or remove that "
+                           "file if none runs, then run 'fairbig merge' again") from None
     return True
 
 
