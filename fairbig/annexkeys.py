@@ -97,11 +97,3 @@ def missing_in(repo: Path, remote: str, keys: Sequence[str]) -> list[str]:
     answers = [a for res in done for a in res.stdout.split()]
     return [k for k, a in zip(keys, answers, strict=True) if a != "1"]
 
-
-def record_present(repo: Path, remote: str, keys: Sequence[str]) -> None:
-    """Tell the git-annex branch that ``remote`` holds ``keys``, in one batch."""
-    if not keys:
-        return
-    uuid = run(["git", "config", f"remote.{remote}.annex-uuid"], cwd=repo).stdout.strip()
-    run(["git", "annex", "setpresentkey", "--batch"], cwd=repo,
-        input="".join(f"{k} {uuid} 1\n" for k in keys))

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .annexkeys import keys_of, record_present
+from .annexkeys import keys_of
+from .annexlog import record_present
 from .contract import OUTPUT, OUTPUT_STORAGE
 from .dataset import Analysis
 from .errors import FairbigError
@@ -244,22 +245,15 @@ def sync(a: Analysis, push: bool = True) -> int:
     files = keys_of(gdir, [(d.path, d.new_mode, d.new_sha) for d in changes
                            if d.status in "AM" and d.path.startswith(f"{results}/")])
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # git-annex records where the results are (a journal file per key: 0.4 s for
-        # 1,000) while git moves the index and HEAD: neither reads what the other writes
-        recording = pool.submit(_record, a, sorted({f.key for f in files}))
+        # the git-annex branch learns where the results are (and takes in the store's)
+        # while git moves the index and HEAD: neither reads what the other writes
+        recording = pool.submit(record_present, a.root, OUTPUT_STORAGE,
+                                sorted({f.key for f in files}))
         fast_forward(a.root, head, main, changes, results)
         recording.result()
     if push:
         _push_git_annex(a)
     return len(files)
-
-
-def _record(a: Analysis, keys: Sequence[str]) -> None:
-    """The output storage holds ``keys``: setpresentkey leaves its records in the
-    journal; merge commits them and unites our git-annex branch with the store's before
-    it is pushed."""
-    record_present(a.root, OUTPUT_STORAGE, keys)
-    run(["git", "annex", "merge"], cwd=a.root)
 
 
 def push_annex_records(a: Analysis) -> None:
