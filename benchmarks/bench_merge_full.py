@@ -97,12 +97,14 @@ def setup(base: Path) -> tuple[Path, Path, str]:
 
 def stored_keys(ana: Path, n: int) -> tuple[list[str], dict]:
     """Object paths (``Xx/Yy/KEY/KEY``) of ``n`` distinct keys whose content is in
-    the encrypted output storage and not in the analysis, as jobs leave their
-    results; and how long storing them took (setup, not part of any merge)."""
+    the encrypted output storage and not in the analysis, which has no record of them
+    either, as jobs leave their results; and how long storing them took (setup, not
+    part of any merge)."""
     scratch = ana / "bench-new"
     scratch.mkdir()
     for i in range(n):
         (scratch / str(i)).write_text(f"bench result {i}\n")
+    records = sh("git", "rev-parse", "refs/heads/git-annex", cwd=ana).strip()
     t0 = time.perf_counter()
     keys = [json.loads(line)["key"] for line in
             sh("git", "annex", "add", "--force-large", "--json", scratch.name,
@@ -114,6 +116,12 @@ def stored_keys(ana: Path, n: int) -> tuple[list[str], dict]:
     sh("git", "annex", "drop", "--force", scratch.name, cwd=ana)
     sh("git", "rm", "-r", "-q", "--cached", scratch.name, cwd=ana)
     shutil.rmtree(scratch)
+    # As for real results, the analysis does not know where they are: the jobs' clones
+    # that stored them recorded it in git-annex branches that are never pushed; the
+    # merge writes the records. git-annex rebuilds its index from the branch.
+    sh("git", "update-ref", "refs/heads/git-annex", records, cwd=ana)
+    for name in ("index", "index.lck"):
+        (ana / ".git" / "annex" / name).unlink(missing_ok=True)
     objects = sh("git", "annex", "examinekey", "--batch", "--format=${hashdirmixed}${key}/${key}\n",
                  cwd=ana, input="".join(k + "\n" for k in keys).encode()).split()
     assert len(set(objects)) == n, "stored keys are not distinct"

@@ -59,6 +59,16 @@ def git(git_dir: Path | str, *args: str, input: str | bytes | None = None,
                hint=hint, error=GitError)
 
 
+def many_objects_env() -> dict[str, str]:
+    """Environment for a git process that writes tens of thousands of objects: glibc's
+    malloc keeps up to 32 MB it freed instead of handing the heap back after each
+    object's zlib stream (``fast-import`` of 47k objects: 187,000 ``brk`` calls, 2.2 s
+    of system time in 4.3 s; 1.2 s in all so)."""
+    tunable = "glibc.malloc.trim_threshold=33554432"
+    given = os.environ.get("GLIBC_TUNABLES")
+    return {"GLIBC_TUNABLES": f"{given}:{tunable}" if given else tunable}
+
+
 def stream(git_dir: Path | str, args: Sequence[str], input: bytes = b"",
            env: Mapping[str, str] | None = None, hint: str = "") -> Iterator[bytes]:
     """Stdout of one git process in chunks as they arrive; GitError if it fails.
@@ -335,6 +345,19 @@ def delete_refs(git_dir: Path | str, refs: Mapping[str, str]) -> None:
     ``update-ref``, which refuses a ref that moved.
     """
     root = Path(git_dir)
+    loose, packed_only = _as_expected(root, refs)
+    done = _drop_packed(root / "packed-refs", loose, packed_only)
+    for ref in done & loose:
+        (root / ref).unlink()
+    left = {ref: sha for ref, sha in refs.items() if ref not in done}
+    if left:
+        git(git_dir, "update-ref", "--stdin",
+            input="".join(f"delete {ref} {sha}\n" for ref, sha in left.items()))
+
+
+def _as_expected(root: Path, refs: Mapping[str, str]) -> tuple[set[str], dict[str, str]]:
+    """Of ``refs`` (name -> expected sha) without a reflog: those whose loose file holds
+    the expected sha, and those with no loose file (name -> sha)."""
     loose, packed_only = set(), {}
     for ref, sha in refs.items():
         if (root / "logs" / ref).exists():
@@ -346,13 +369,58 @@ def delete_refs(git_dir: Path | str, refs: Mapping[str, str]) -> None:
             packed_only[ref] = sha
         except OSError:
             continue
-    done = _drop_packed(root / "packed-refs", loose, packed_only)
-    for ref in done & loose:
-        (root / ref).unlink()
-    left = {ref: sha for ref, sha in refs.items() if ref not in done}
-    if left:
-        git(git_dir, "update-ref", "--stdin",
-            input="".join(f"delete {ref} {sha}\n" for ref, sha in left.items()))
+    return loose, packed_only
+
+
+def pack_refs(git_dir: Path | str, refs: Mapping[str, str]) -> None:
+    """Move branches ``refs`` (name -> the sha its loose file must hold; a branch has no
+    peeled value to add) of a bare repository into
+    ``packed-refs``, as ``git pack-refs`` would, without its lock file per ref (see
+    :func:`delete_refs`); the caller holds the lock every writer of these refs takes.
+
+    No ref changes its value at any moment: ``packed-refs`` gets them in one rewrite
+    under git's lock on that file, sorted as git writes it, and only then do their loose
+    files go. Refs with a reflog or not as expected, or all of them if ``packed-refs`` is
+    locked or not the format this reads, stay loose."""
+    root = Path(git_dir)
+    loose, _ = _as_expected(root, refs)
+    if not loose:
+        return
+    packed = root / "packed-refs"
+    try:
+        with git_lock(packed) as lock, lock.open("wb") as out:
+            text = packed.read_bytes() if packed.exists() else PACKED_REFS_HEADER + \
+                b" peeled fully-peeled sorted \n"
+            new = _packed_with(text, {ref: refs[ref] for ref in loose})
+            out.write(new or text)
+            out.flush()
+            os.fsync(out.fileno())
+    except FileExistsError:
+        return
+    if new:
+        for ref in loose:
+            (root / ref).unlink()
+
+
+def _packed_with(text: bytes, refs: Mapping[str, str]) -> bytes | None:
+    """``packed-refs`` ``text`` with ``refs`` (name -> sha) in it, sorted by name as git
+    writes it; None if ``text`` is not the format this reads."""
+    header, *body = text.splitlines(keepends=True) or [b""]
+    if not header.startswith(PACKED_REFS_HEADER):
+        return None
+    entries: dict[bytes, bytes] = {}
+    name = b""
+    for line in body:
+        line = line if line.endswith(b"\n") else line + b"\n"
+        if line.startswith(b"^"):   # a tag's peeled value: it follows its tag
+            entries[name] += line
+            continue
+        name = line.rstrip(b"\n").partition(b" ")[2]
+        entries[name] = line
+    for ref, sha in refs.items():
+        name = ref.encode("utf-8", "surrogateescape")
+        entries[name] = b"%s %s\n" % (sha.encode(), name)
+    return header + b"".join(entries[n] for n in sorted(entries))
 
 
 def _drop_packed(packed: Path, loose: set[str], packed_only: Mapping[str, str]) -> set[str]:

@@ -257,8 +257,8 @@ def sync(a: Analysis, push: bool = True) -> int:
 
 
 def push_annex_records(a: Analysis) -> None:
-    """Availability records that a merge killed before its last push committed here
-    reach the store now; otherwise a clone of the store would not know where the
+    """Availability records the store lacks reach it: a merge's own, or those of a merge
+    killed before its push; otherwise a clone of the store would not know where the
     merged results are.
 
     Not at the start of a merge: the store would advertise every job branch the merge

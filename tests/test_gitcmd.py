@@ -276,3 +276,38 @@ def test_delete_refs_refuses_a_ref_that_moved(refs_repo: Path):
     left = show_refs(refs_repo)
     assert f"refs/heads/job-2 {sha['refs/heads/job-2']}" in left
     assert "refs/heads/job-1 " not in left
+
+
+def test_pack_refs_moves_loose_branches_into_packed_refs_unchanged(refs_repo: Path):
+    """Loose branches (one over a packed value) move into packed-refs, which stays sorted
+    as git writes it, the tag keeps its peeled value; every ref reads as before, no
+    loose file or lock is left, and git pack-refs would write the same file."""
+    before = show_refs(refs_repo)
+    sha = {line.split()[0]: line.split()[1] for line in before.splitlines()}
+    loose = ["refs/heads/job-3", "refs/heads/job-4", "refs/heads/job-5", "refs/heads/main"]
+    gitcmd.pack_refs(refs_repo, {r: sha[r] for r in loose})
+    assert show_refs(refs_repo) == before
+    assert not any((refs_repo / r).exists() for r in loose)
+    assert not (refs_repo / "packed-refs.lock").exists()
+    ours = (refs_repo / "packed-refs").read_text()
+    subprocess.run(["git", f"--git-dir={refs_repo}", "pack-refs", "--all"], check=True)
+    assert (refs_repo / "packed-refs").read_text() == ours
+    subprocess.run(["git", f"--git-dir={refs_repo}", "fsck", "--no-progress"], check=True,
+                   capture_output=True)
+
+
+def test_pack_refs_leaves_a_moved_branch_loose_and_a_locked_file_alone(refs_repo: Path):
+    """A branch not at the sha the caller read stays loose at its own value; with
+    packed-refs locked by another writer, nothing changes."""
+    before = show_refs(refs_repo)
+    sha = {line.split()[0]: line.split()[1] for line in before.splitlines()}
+    lock = refs_repo / "packed-refs.lock"
+    lock.touch()
+    gitcmd.pack_refs(refs_repo, {"refs/heads/job-4": sha["refs/heads/job-4"]})
+    assert (refs_repo / "refs/heads/job-4").exists() and show_refs(refs_repo) == before
+    lock.unlink()
+    gitcmd.pack_refs(refs_repo, {"refs/heads/job-4": sha["refs/heads/job-4"],
+                                 "refs/heads/job-5": sha["refs/heads/job-1"]})
+    assert show_refs(refs_repo) == before
+    assert not (refs_repo / "refs/heads/job-4").exists()
+    assert (refs_repo / "refs/heads/job-5").read_text() == f"{sha['refs/heads/job-5']}\n"

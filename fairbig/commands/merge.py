@@ -24,7 +24,7 @@ from ..annexkeys import keys_of, missing_in
 from ..contract import JOB_REF_PREFIX, OUTPUT_STORAGE
 from ..dataset import Analysis
 from ..errors import FairbigError
-from ..gitcmd import GitError, delete_refs, for_each_ref, git
+from ..gitcmd import GitError, delete_refs, for_each_ref, git, pack_refs
 from ..jobtable import Job
 from ..stores import exclusive, waiting_for
 from ..storeview import MERGED_FILE, read_finished, read_merged_rows
@@ -115,90 +115,107 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
         clock = time.monotonic()
         ui.step(f"merge: {name} done ({out.seconds[name]:.2f} s)")
 
-    if not dry_run:
-        sync(a, push=False)  # finish an interrupted earlier merge first (pushed at the end)
-    sgit, branch = a.output_git, a.default_branch
-    base = store_main(a)
-    # the plan and the merged table, each read once: at 42k jobs a second and a half
-    jobs = {j.job_id: j for j in current_jobs(a)}
-    merged = read_merged_rows(sgit, branch)
-    branches = _collect(a, base, jobs, merged, out)
-    ui.step(f"merge: {len(branches)} job branch(es) to consider")
-    lap("collect")
-    comp = tm.compute_merge(sgit, base, branches, shared, a.config.results)
-    out.identical = sorted(b.job_id for b in comp.identical)
-    out.merged = sorted(b.job_id for b in comp.to_merge)
-    lap("compute")
-    if comp.conflicts:
-        out.conflicts = [{"path": c.path, "jobs": list(c.jobs), "reason": c.reason}
-                         for c in comp.conflicts]
-        details = [f"{c.path}: {c.reason} ({', '.join(c.jobs)})" for c in comp.conflicts]
-        raise MergeRefused(f"{len(comp.conflicts)} conflict(s), nothing merged; first: "
-                           f"{details[0]}",
-                           "leave the jobs out with 'fairbig plan --exclude', or allow an "
-                           "identical shared file with --shared PATTERN", details, out)
-    files = keys_of(sgit, [(c.path, c.mode, c.sha) for c in comp.changes if not c.deleted])
-    job_of = {c.path: c.job_id for c in comp.changes}
-    writing = not dry_run and bool(comp.to_merge)
-    new = base
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # git-annex asks the storage for each key while the merge's objects are written
-        # (2 cores: the write is no longer waited for); main moves only after both
-        checking = pool.submit(_timed, missing_in, a.root, OUTPUT_STORAGE,
-                               sorted({f.key for f in files}))
-        if writing:
-            _add_merged_table(a, comp, jobs, merged)
-            new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
-                                 message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
-                                 + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
-            lap("write")
-        found, out.seconds["availability"] = checking.result()
-    clock = time.monotonic()
-    missing = set(found)
-    for f in files:
-        if f.key in missing:
-            out.missing.setdefault(job_of[f.path], []).append(f.path)
-    if out.missing:
-        jobs = sorted(out.missing)
-        raise MergeRefused(f"content missing in the output store for {len(jobs)} job(s), "
-                           f"nothing merged: {', '.join(jobs[:10])}",
-                           "resubmit them: delete their branches and run 'fairbig submit "
-                           "--failed'",
-                           [f"{j}: {p}" for j in jobs for p in out.missing[j]], out)
-    if not writing:
-        out.commit = base
-        if comp.identical and not (keep_branches or dry_run):
-            _prune(a, comp.identical, False, out)
-            _pack(a)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # the job branches move into packed-refs from now on: invisible to every reader
+        # (a refused merge changes nothing), and by the time main moves, deleting the
+        # merged ones is one rewrite of that file (:func:`_pack_branches`)
+        packing = background.submit(_timed, _pack_branches, a) \
+            if not (dry_run or keep_branches) else None
         if not dry_run:
-            push_annex_records(a)
-        return out
-    try:
-        tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
-    except GitError:
-        now = store_main(a)
-        if now == base:
-            raise
-        raise FairbigError(f"the output store's {branch} moved to {now[:12]} while this "
-                           "merge ran (not through 'fairbig merge'); nothing was merged",
-                           "run 'fairbig merge' again: it starts from the new "
-                           f"{branch}") from None
-    out.commit = new
-    # prune first: the push of availability records in sync then meets a store with
-    # its merged branches gone, not 42k refs to advertise
-    _prune(a, [*comp.to_merge, *comp.identical], keep_branches, out)
-    lap("prune")
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # the store is repacked while the analysis dataset follows it, neither waiting
-        # on the other: sync reads objects packed or loose, and what it pushes (the
-        # git-annex branch) is in no pack, which prune-packed leaves alone
-        packing = pool.submit(_timed, _pack, a, (base, new)) if not keep_branches else None
-        sync(a)
-        lap("sync")
+            sync(a, push=False)  # finish an interrupted earlier merge first (pushed at the end)
+        sgit, branch = a.output_git, a.default_branch
+        base = store_main(a)
+        # the plan and the merged table, each read once: at 42k jobs a second and a half
+        jobs = {j.job_id: j for j in current_jobs(a)}
+        merged = read_merged_rows(sgit, branch)
+        branches = _collect(a, base, jobs, merged, out)
+        ui.step(f"merge: {len(branches)} job branch(es) to consider")
+        lap("collect")
+        comp = tm.compute_merge(sgit, base, branches, shared, a.config.results)
+        out.identical = sorted(b.job_id for b in comp.identical)
+        out.merged = sorted(b.job_id for b in comp.to_merge)
+        lap("compute")
+        if comp.conflicts:
+            out.conflicts = [{"path": c.path, "jobs": list(c.jobs), "reason": c.reason}
+                             for c in comp.conflicts]
+            details = [f"{c.path}: {c.reason} ({', '.join(c.jobs)})" for c in comp.conflicts]
+            raise MergeRefused(f"{len(comp.conflicts)} conflict(s), nothing merged; first: "
+                               f"{details[0]}",
+                               "leave the jobs out with 'fairbig plan --exclude', or allow an "
+                               "identical shared file with --shared PATTERN", details, out)
+        files = keys_of(sgit, [(c.path, c.mode, c.sha) for c in comp.changes if not c.deleted])
+        job_of = {c.path: c.job_id for c in comp.changes}
+        writing = not dry_run and bool(comp.to_merge)
+        new = base
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # git-annex asks the storage for each key while the merge's objects are written
+            # (2 cores: the write is no longer waited for); main moves only after both
+            checking = pool.submit(_timed, missing_in, a.root, OUTPUT_STORAGE,
+                                   sorted({f.key for f in files}))
+            if writing:
+                _add_merged_table(a, comp, jobs, merged)
+                new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
+                                     message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
+                                     + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
+                lap("write")
+            found, out.seconds["availability"] = checking.result()
+        clock = time.monotonic()
+        missing = set(found)
+        for f in files:
+            if f.key in missing:
+                out.missing.setdefault(job_of[f.path], []).append(f.path)
+        if out.missing:
+            jobs = sorted(out.missing)
+            raise MergeRefused(f"content missing in the output store for {len(jobs)} job(s), "
+                               f"nothing merged: {', '.join(jobs[:10])}",
+                               "resubmit them: delete their branches and run 'fairbig submit "
+                               "--failed'",
+                               [f"{j}: {p}" for j in jobs for p in out.missing[j]], out)
+        if not writing:
+            out.commit = base
+            if comp.identical and not (keep_branches or dry_run):
+                _prune(a, comp.identical, False, out)
+                _pack_loose(a)
+                _commit_graph(a)
+            if not dry_run:
+                push_annex_records(a)
+            return out
         if packing:
-            out.seconds["pack"] = packing.result()[1]
-    record_merge(a, new, len(comp.to_merge), time.monotonic() - start)
-    return out
+            # a failure there is a bug to hear of before main moves
+            out.seconds["pack_refs"] = packing.result()[1]
+        try:
+            tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
+        except GitError:
+            now = store_main(a)
+            if now == base:
+                raise
+            raise FairbigError(f"the output store's {branch} moved to {now[:12]} while this "
+                               "merge ran (not through 'fairbig merge'); nothing was merged",
+                               "run 'fairbig merge' again: it starts from the new "
+                               f"{branch}") from None
+        out.commit = new
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            # Three things at once, none reading what another writes: the merged branches
+            # go (packed: :func:`_pack_branches`), the new objects are packed, and the
+            # analysis dataset follows the store
+            pruning = pool.submit(_timed, _prune, a, [*comp.to_merge, *comp.identical],
+                                  keep_branches, out)
+            packing = pool.submit(_timed, _pack_loose, a, (base, new)) \
+                if not keep_branches else None
+            sync(a, push=False)
+            lap("sync")
+            out.seconds["prune"] = pruning.result()[1]
+            if packing:
+                out.seconds["pack"] = packing.result()[1]
+        # after the prune: a push reads every ref of the store, in the folder it empties
+        # (1.9 s beside it, 0.4 s after); so does the commit-graph, written meanwhile
+        graphing = background.submit(_commit_graph, a) if not keep_branches else None
+        push_annex_records(a)
+        if graphing:
+            graphing.result()
+        lap("finish")
+        record_merge(a, new, len(comp.to_merge), time.monotonic() - start)
+        return out
 
 
 def _timed(fn: Callable[..., T], *args: object) -> tuple[T, float]:
@@ -220,8 +237,20 @@ def _add_merged_table(a: Analysis, comp: tm.MergeComputation, jobs: dict[str, Jo
     comp.changes.append(tm.Change(MERGED_FILE, "100644", sha, ""))
 
 
+def _pack_branches(a: Analysis) -> None:
+    """Job branches move into ``packed-refs`` while a merge collects, computes and
+    writes (under the jobs' push lock, at the values read under it), so that deleting
+    those it merged, once main has moved, is one rewrite of that file. A packed branch
+    is the same branch to every reader: a merge refused or killed before it publishes
+    has changed nothing. Their loose files take a file deletion each (4.4 s at 42k on
+    this ext4, two thirds of it waiting for the disk): beside the merge's work, which
+    until the write keeps one core busy, not after it."""
+    with waiting_for(a.output_store.lock_file):
+        pack_refs(a.output_git, tm.list_refs(a.output_git, JOB_REF_PREFIX))
+
+
 def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutcome) -> None:
-    """Delete merged branches: 42k refs make clones slow (and loose objects: :func:`_pack`).
+    """Delete merged branches: 42k refs make clones slow (and loose objects: :func:`_pack_loose`).
 
     Under the jobs' push lock, and only branches still at the tip that was merged: a
     job that pushed again meanwhile keeps its newer branch for the next merge.
@@ -235,15 +264,17 @@ def _prune(a: Analysis, done: Sequence[tm.JobBranch], keep: bool, out: MergeOutc
     out.deleted_branches = len(gone)
 
 
-def _pack(a: Analysis, merged: tuple[str, str] | None = None) -> None:
-    """Pack what is loose once it piles up (``merged``: see :func:`repack`), and bring the
-    commit-graph up to date."""
+def _pack_loose(a: Analysis, merged: tuple[str, str] | None = None) -> None:
+    """Pack what is loose once it piles up (``merged``: see :func:`repack`)."""
     if loose_objects(a.output_git) > REPACK_LOOSE:
         ui.step("repacking the output store")
         repack(a.output_git, merged)
-    # The next merge reads main's whole history (fork points, --topo-order): from a
-    # commit-graph file that is a fraction of parsing every commit object (seconds at
-    # 42k merged jobs); appended to incrementally, so it costs what is new.
+
+
+def _commit_graph(a: Analysis) -> None:
+    """The next merge reads main's whole history (fork points, --topo-order): from a
+    commit-graph file that is a fraction of parsing every commit object (seconds at 42k
+    merged jobs); appended to incrementally, so it costs what is new."""
     git(a.output_git, "commit-graph", "write", "--reachable", "--split")
 
 
