@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -379,33 +379,29 @@ def pack_refs(git_dir: Path | str, refs: Mapping[str, str]) -> None:
     :func:`delete_refs`); the caller holds the lock every writer of these refs takes.
 
     No ref changes its value at any moment: ``packed-refs`` gets them in one rewrite
-    under git's lock on that file, sorted as git writes it, and only then do their loose
-    files go. Refs with a reflog or not as expected, or all of them if ``packed-refs`` is
-    locked or not the format this reads, stay loose."""
+    (:func:`_rewrite_packed`), and only then do their loose files go. Refs with a reflog
+    or not as expected, or all of them if ``packed-refs`` is locked or not the format
+    this reads, stay loose."""
     root = Path(git_dir)
     loose, _ = _as_expected(root, refs)
-    if not loose:
-        return
-    packed = root / "packed-refs"
-    try:
-        with git_lock(packed) as lock, lock.open("wb") as out:
-            text = packed.read_bytes() if packed.exists() else PACKED_REFS_HEADER + \
-                b" peeled fully-peeled sorted \n"
-            new = _packed_with(text, {ref: refs[ref] for ref in loose})
-            out.write(new or text)
-            out.flush()
-            os.fsync(out.fileno())
-    except FileExistsError:
-        return
-    if new:
+
+    def add(entries: dict[bytes, bytes]) -> None:
+        for ref in loose:
+            name = ref.encode("utf-8", "surrogateescape")
+            entries[name] = b"%s %s\n" % (refs[ref].encode(), name)
+
+    if loose and _rewrite_packed(root / "packed-refs", add):
         for ref in loose:
             (root / ref).unlink()
 
 
-def _packed_with(text: bytes, refs: Mapping[str, str]) -> bytes | None:
-    """``packed-refs`` ``text`` with ``refs`` (name -> sha) in it, sorted by name as git
-    writes it; None if ``text`` is not the format this reads."""
-    header, *body = text.splitlines(keepends=True) or [b""]
+def _packed_entries(text: bytes) -> tuple[bytes, dict[bytes, bytes]] | None:
+    """Header and entries of ``packed-refs`` text, each ref name with its line (and a
+    tag's peeled line after it), as git writes them (an empty text: none yet); None
+    if ``text`` is not that format."""
+    if not text:
+        return PACKED_REFS_HEADER + b" peeled fully-peeled sorted \n", {}
+    header, *body = text.splitlines(keepends=True)
     if not header.startswith(PACKED_REFS_HEADER):
         return None
     entries: dict[bytes, bytes] = {}
@@ -417,37 +413,50 @@ def _packed_with(text: bytes, refs: Mapping[str, str]) -> bytes | None:
             continue
         name = line.rstrip(b"\n").partition(b" ")[2]
         entries[name] = line
-    for ref, sha in refs.items():
-        name = ref.encode("utf-8", "surrogateescape")
-        entries[name] = b"%s %s\n" % (sha.encode(), name)
-    return header + b"".join(entries[n] for n in sorted(entries))
+    return header, entries
+
+
+def _rewrite_packed(packed: Path, change: Callable[[dict[bytes, bytes]], None]) -> bool:
+    """Rewrite ``packed-refs`` as git does: read under git's own lock on it
+    (``packed-refs.lock``, :func:`git_lock`), its entries changed in place by ``change``,
+    written sorted by name, synced, renamed over it. False, and the file as it was, if
+    another writer holds the lock or the file is not the format this reads."""
+    try:
+        with git_lock(packed) as lock, lock.open("wb") as out:
+            text = packed.read_bytes() if packed.exists() else b""
+            parsed = _packed_entries(text)
+            if parsed is not None:
+                header, entries = parsed
+                change(entries)
+                text = header + b"".join(entries[n] for n in sorted(entries))
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+    except FileExistsError:
+        return False
+    return parsed is not None
 
 
 def _drop_packed(packed: Path, loose: set[str], packed_only: Mapping[str, str]) -> set[str]:
     """Take ``loose`` (at any packed value: their loose file is what they are) and
     ``packed_only`` (at the expected sha) out of ``packed-refs``; the refs now gone from it,
-    or never in it (a ``packed_only`` one that is not: none, for update-ref to refuse)."""
-    text = packed.read_bytes() if packed.exists() else b""
-    lines = text.splitlines(keepends=True)
+    or never in it (a ``packed_only`` one that is not: none, for update-ref to refuse).
+    A first look without the lock spares the rewrite when none of them is packed."""
 
-    def goes(line: bytes) -> bool:
-        sha, _, name = line.rstrip(b"\n").partition(b" ")
-        ref = path_of(name)
-        return ref in loose or packed_only.get(ref) == sha.decode()
+    def gone(entries: dict[bytes, bytes]) -> list[bytes]:
+        return [name for name, line in entries.items() if path_of(name) in loose
+                or packed_only.get(path_of(name)) == line.partition(b" ")[0].decode()]
 
-    drop = [i for i, line in enumerate(lines) if not line.startswith((b"#", b"^")) and goes(line)]
-    found = {path_of(lines[i].rstrip(b"\n").partition(b" ")[2]) for i in drop}
-    if not drop:
+    parsed = _packed_entries(packed.read_bytes() if packed.exists() else b"")
+    if parsed is None:
+        return set()
+    if not gone(parsed[1]):
         return set(loose)
-    if not lines[0].startswith(PACKED_REFS_HEADER):
-        return set()
-    gone = set(drop) | {i + 1 for i in drop if i + 1 < len(lines)
-                        and lines[i + 1].startswith(b"^")}  # a dropped tag's peeled value
-    try:
-        with git_lock(packed) as lock, lock.open("wb") as out:
-            out.write(b"".join(line for i, line in enumerate(lines) if i not in gone))
-            out.flush()
-            os.fsync(out.fileno())
-    except FileExistsError:
-        return set()
-    return set(loose) | found
+    found: set[str] = set()
+
+    def drop(entries: dict[bytes, bytes]) -> None:
+        for name in gone(entries):
+            found.add(path_of(name))
+            del entries[name]
+
+    return set(loose) | found if _rewrite_packed(packed, drop) else set()

@@ -115,11 +115,13 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
         clock = time.monotonic()
         ui.step(f"merge: {name} done ({out.seconds[name]:.2f} s)")
 
-    with ThreadPoolExecutor(max_workers=1) as background:
+    # two at a time beside this thread: the branch packing, then the availability check
+    # beside it; after main moves, the prune beside the repack, then the commit-graph
+    with ThreadPoolExecutor(max_workers=2) as pool:
         # the job branches move into packed-refs from now on: invisible to every reader
         # (a refused merge changes nothing), and by the time main moves, deleting the
         # merged ones is one rewrite of that file (:func:`_pack_branches`)
-        packing = background.submit(_timed, _pack_branches, a) \
+        packing_refs = pool.submit(_timed, _pack_branches, a) \
             if not (dry_run or keep_branches) else None
         if not dry_run:
             sync(a, push=False)  # finish an interrupted earlier merge first (pushed at the end)
@@ -147,18 +149,17 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
         job_of = {c.path: c.job_id for c in comp.changes}
         writing = not dry_run and bool(comp.to_merge)
         new = base
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # git-annex asks the storage for each key while the merge's objects are written
-            # (2 cores: the write is no longer waited for); main moves only after both
-            checking = pool.submit(_timed, missing_in, a.root, OUTPUT_STORAGE,
-                                   sorted({f.key for f in files}))
-            if writing:
-                _add_merged_table(a, comp, jobs, merged)
-                new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
-                                     message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
-                                     + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
-                lap("write")
-            found, out.seconds["availability"] = checking.result()
+        # git-annex asks the storage for each key while the merge's objects are written
+        # (2 cores: the write is no longer waited for); main moves only after both
+        checking = pool.submit(_timed, missing_in, a.root, OUTPUT_STORAGE,
+                               sorted({f.key for f in files}))
+        if writing:
+            _add_merged_table(a, comp, jobs, merged)
+            new = tm.write_merge(sgit, base, comp, chunk_size=CHUNK,
+                                 message=lambda bs: f"fairbig: merge {len(bs)} job(s)\n\n"
+                                 + "".join(f"Fairbig-Job: {b.job_id}\n" for b in bs))
+            lap("write")
+        found, out.seconds["availability"] = checking.result()
         clock = time.monotonic()
         missing = set(found)
         for f in files:
@@ -180,9 +181,9 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
             if not dry_run:
                 push_annex_records(a)
             return out
-        if packing:
+        if packing_refs:
             # a failure there is a bug to hear of before main moves
-            out.seconds["pack_refs"] = packing.result()[1]
+            out.seconds["pack_refs"] = packing_refs.result()[1]
         try:
             tm.update_ref(sgit, f"refs/heads/{branch}", new, base)
         except GitError:
@@ -194,22 +195,21 @@ def _merge(a: Analysis, dry_run: bool, keep_branches: bool,
                                "run 'fairbig merge' again: it starts from the new "
                                f"{branch}") from None
         out.commit = new
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            # Three things at once, none reading what another writes: the merged branches
-            # go (packed: :func:`_pack_branches`), the new objects are packed, and the
-            # analysis dataset follows the store
-            pruning = pool.submit(_timed, _prune, a, [*comp.to_merge, *comp.identical],
-                                  keep_branches, out)
-            packing = pool.submit(_timed, _pack_loose, a, (base, new)) \
-                if not keep_branches else None
-            sync(a, push=False)
-            lap("sync")
-            out.seconds["prune"] = pruning.result()[1]
-            if packing:
-                out.seconds["pack"] = packing.result()[1]
+        # Three things at once, none reading what another writes: the merged branches
+        # go (packed: :func:`_pack_branches`), the new objects are packed, and the
+        # analysis dataset follows the store
+        pruning = pool.submit(_timed, _prune, a, [*comp.to_merge, *comp.identical],
+                              keep_branches, out)
+        repacking = pool.submit(_timed, _pack_loose, a, (base, new)) \
+            if not keep_branches else None
+        sync(a, push=False)
+        lap("sync")
+        out.seconds["prune"] = pruning.result()[1]
+        if repacking:
+            out.seconds["pack"] = repacking.result()[1]
         # after the prune: a push reads every ref of the store, in the folder it empties
         # (1.9 s beside it, 0.4 s after); so does the commit-graph, written meanwhile
-        graphing = background.submit(_commit_graph, a) if not keep_branches else None
+        graphing = pool.submit(_commit_graph, a) if not keep_branches else None
         push_annex_records(a)
         if graphing:
             graphing.result()
